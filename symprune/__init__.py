@@ -1,0 +1,1 @@
+"""symprune: config-driven post-training pruning of large language models."""

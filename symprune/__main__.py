@@ -1,0 +1,3 @@
+from symprune.cli import main
+
+main()

@@ -1,0 +1,114 @@
+"""Structured configs: the schema Hydra checks every composed run config against.
+
+The config groups under ``conf/`` fill these dataclasses; Hydra rejects wrong
+types and unknown keys while composing, and ``settings()`` then runs the range
+checks (``__post_init__``). Score, sparsity and refinement nodes are checked by
+their registries (``symprune.registry``), since each name has its own parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from symprune.registry import ConfigError
+
+LOGGER_BACKENDS = ("wandb", "none")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def _positive(owner: str, **values: int | None) -> None:
+    for key, value in values.items():
+        if value is not None and value < 1:
+            raise ConfigError(f"{owner}.{key}={value} must be a positive integer")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    pretrained: Optional[str] = None  # hub id or local directory
+    package: Optional[str] = None  # or: an installed Python package whose folder holds the files
+    gguf_file: Optional[str] = None  # a GGUF file inside that directory / package / hub repo
+    dtype: str = "float32"
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class CalibrationConfig:
+    name: str = MISSING  # a dataset of symprune.data.DATASETS
+    nsamples: int = 128
+    seqlen: int = 2048
+    seed: int = 0
+    batch_size: int = 1  # sequences per block forward; 1 reproduces the references bit for bit
+
+    def __post_init__(self):
+        _positive("calibration", nsamples=self.nsamples, seqlen=self.seqlen, batch_size=self.batch_size)
+
+
+@dataclass
+class PerplexityConfig:
+    datasets: List[str] = field(default_factory=lambda: ["wikitext2"])
+    seqlen: int = 2048
+    batch_size: int = 1
+    max_windows: Optional[int] = None  # None: every window (the papers' protocol)
+
+    def __post_init__(self):
+        _positive("eval.perplexity", seqlen=self.seqlen, batch_size=self.batch_size, max_windows=self.max_windows)
+
+
+@dataclass
+class EvalConfig:
+    dense: bool = True  # also evaluate the model before pruning
+    perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "wandb"
+    mode: str = "offline"
+    project: str = "symprune"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # default: one group per multirun sweep
+    tags: List[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.backend not in LOGGER_BACKENDS:
+            raise ConfigError(f"unknown logger backend '{self.backend}'; valid: {', '.join(LOGGER_BACKENDS)}")
+        if self.mode not in WANDB_MODES:
+            raise ConfigError(f"unknown W&B mode '{self.mode}'; valid modes: {', '.join(WANDB_MODES)}")
+
+
+@dataclass
+class PathsConfig:
+    assets: Optional[str] = None  # offline assets directory; set: data are read from files there
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = MISSING
+    calibration: CalibrationConfig = MISSING
+    score: Any = MISSING
+    sparsity: Any = MISSING
+    refine: Any = MISSING
+    eval: EvalConfig = MISSING
+    logger: LoggerConfig = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
+    progress: bool = True
+
+
+ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def settings(cfg: DictConfig) -> RunConfig:
+    """The composed config as dataclasses, with every range check run."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as error:
+        cause = error.__cause__ if isinstance(error.__cause__, ConfigError) else None
+        raise (cause or ConfigError(str(error))) from None

@@ -1,0 +1,61 @@
+"""Unstructured sparsity: a fraction ``ratio`` of the weights, compared per row or per layer."""
+
+from dataclasses import dataclass
+
+import torch
+
+from symprune.patterns import PATTERNS
+from symprune.registry import ConfigError
+
+GROUPS = ("auto", "row", "layer")
+
+
+@dataclass
+class UnstructuredParams:
+    ratio: float = 0.5
+    # "row": every output row loses int(d_in·ratio) weights (Wanda's rule);
+    # "layer": the references' whole-layer threshold, ties included (magnitude's and RIA's rule);
+    # "auto": the group the score's reference uses.
+    group: str = "auto"
+
+    def __post_init__(self):
+        if not 0.0 <= self.ratio < 1.0:
+            raise ConfigError(f"sparsity ratio {self.ratio} is outside [0, 1)")
+        if self.group not in GROUPS:
+            raise ConfigError(f"unknown unstructured group '{self.group}'; valid groups: {', '.join(GROUPS)}")
+
+    @property
+    def target_sparsity(self) -> float:
+        return self.ratio
+
+    def check_layer(self, name: str, d_out: int, d_in: int) -> None:
+        """Every shape admits unstructured sparsity."""
+
+
+def prune_per_row(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """In every row zero the int(d_in·ratio) lowest scores; ties go to the lower column index."""
+    k = int(scores.shape[1] * ratio)
+    order = torch.sort(scores, dim=1, stable=True)[1][:, :k]
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, order, True)
+
+
+def prune_per_layer(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The references' threshold t = sorted(scores)[int(numel·ratio)]: zero every score ≤ t.
+
+    That is k+1 zeros plus every tie with t, exactly as the references do; ratio 0
+    prunes nothing (the references' rule would still zero the smallest score).
+    """
+    k = int(scores.numel() * ratio)
+    if k == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.sort(scores.flatten())[0][k]
+    return scores <= threshold
+
+
+@PATTERNS.register("unstructured", params=UnstructuredParams)
+def unstructured(scores: torch.Tensor, ratio: float, group: str) -> torch.Tensor:
+    if group == "row":
+        return prune_per_row(scores, ratio)
+    if group == "layer":
+        return prune_per_layer(scores, ratio)
+    raise ValueError(f"unstructured group must be resolved to 'row' or 'layer', got '{group}'")

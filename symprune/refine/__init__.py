@@ -1,0 +1,15 @@
+"""Refinement steps: a first mask in, a better mask (same number of zeros per row) out.
+
+A refinement is called as ``fn(weight, pruned, scores=..., stats=..., layer=..., pattern=..., **params)``
+and returns ``(pruned, info)``, ``info`` being a dict of per-layer numbers for the run record.
+"""
+
+from symprune.registry import Registry
+
+REFINEMENTS = Registry("refinement")
+
+
+@REFINEMENTS.register("none", stats=frozenset())
+def none(weight, pruned, **context):
+    """Keep the first mask."""
+    return pruned, {}

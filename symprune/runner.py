@@ -1,0 +1,185 @@
+"""One run: validate everything, load data and model, evaluate, prune, evaluate, record.
+
+``plan_run`` does every check that can fail on bad input (names, ranges, files,
+hub reachability, layer shapes against the pattern) before any weight is
+loaded; ``execute`` then does the expensive work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from symprune import data
+from symprune.config import RunConfig, settings
+from symprune.driver import PruneReport, prune_model
+from symprune.evaluate.perplexity import perplexity
+from symprune.loggers import RunLogger, flatten
+from symprune.method import PruningMethod, build_method
+from symprune.models import ModelSource, linear_shapes, load_config, load_model, load_tokenizer, resolve_source, skeleton
+from symprune.record import git_state, software_versions
+from symprune.registry import ConfigError
+from symprune.timing import Timings
+
+log = logging.getLogger("symprune")
+
+
+@dataclass
+class Plan:
+    config: DictConfig
+    settings: RunConfig
+    method: PruningMethod
+    source: ModelSource
+    device: torch.device
+
+    @property
+    def needs_calibration(self) -> bool:
+        return bool(self.method.required_stats)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' was asked for, but no CUDA device is available (use device=cpu)")
+    return device
+
+
+def _max_positions(model_config) -> int | None:
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(model_config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def plan_run(cfg: DictConfig) -> Plan:
+    """Every check on the configuration; cheap: reads at most the model's config file."""
+    run = settings(cfg)
+    method = build_method(cfg.score, cfg.sparsity, cfg.refine)
+    device = resolve_device(run.device)
+    source = resolve_source(run.model)
+    assets = run.paths.assets
+    if method.required_stats:
+        data.dataset(run.calibration.name).calibration.locate(assets)
+    for name in run.eval.perplexity.datasets:
+        data.dataset(name).evaluation.locate(assets)
+
+    model_config = load_config(source)
+    for layer, (d_out, d_in) in linear_shapes(skeleton(model_config, source.trust_remote_code)).items():
+        method.check_layer(layer, d_out, d_in)
+    limit = _max_positions(model_config)
+    lengths = {"eval.perplexity.seqlen": run.eval.perplexity.seqlen}
+    if method.required_stats:
+        lengths["calibration.seqlen"] = run.calibration.seqlen
+    for key, length in lengths.items():
+        if limit is not None and length > limit:
+            raise ConfigError(f"{key}={length} exceeds the model's {limit} positions")
+    return Plan(cfg, run, method, source, device)
+
+
+def _perplexities(plan: Plan, model, streams: dict, progress: bool, label: str) -> dict[str, Any]:
+    settings_ = plan.settings.eval.perplexity
+    results = {}
+    for name, tokens in streams.items():
+        result = perplexity(
+            model, tokens, settings_.seqlen, batch_size=settings_.batch_size, max_windows=settings_.max_windows,
+            device=plan.device, progress=progress, desc=f"{label} perplexity {name}",
+        )
+        results[name] = result
+    return results
+
+
+def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
+    """The expensive part of a run; returns the run record (without config and versions)."""
+    run, timings, progress = plan.settings, Timings(), plan.settings.progress
+    started = time.time()
+    with timings.measure("data"):
+        tokenizer = load_tokenizer(plan.source)
+        origins = {}
+        calibration = None
+        if plan.needs_calibration:
+            cal = run.calibration
+            calibration, origins[f"calibration/{cal.name}"] = data.calibration_ids(
+                cal.name, tokenizer, cal.nsamples, cal.seqlen, cal.seed, run.paths.assets
+            )
+        streams = {}
+        for name in run.eval.perplexity.datasets:
+            streams[name], origins[f"evaluation/{name}"] = data.evaluation_ids(
+                name, tokenizer, run.eval.perplexity.seqlen, run.paths.assets
+            )
+    with timings.measure("load_model"):
+        model = load_model(plan.source, run.model.dtype, plan.device)
+
+    dense = {}
+    if run.eval.dense:
+        with timings.measure("evaluation"):
+            dense = _perplexities(plan, model, streams, progress, "dense")
+    report = prune_model(
+        model, plan.method, calibration, batch_size=run.calibration.batch_size, device=plan.device,
+        timings=timings, progress=progress,
+    )
+    with timings.measure("evaluation"):
+        pruned = _perplexities(plan, model, streams, progress, "pruned")
+
+    metrics = {
+        "perplexity": {
+            name: {"pruned": pruned[name].perplexity, **({"dense": dense[name].perplexity} if name in dense else {}),
+                   "windows": pruned[name].windows, "available_windows": pruned[name].available_windows,
+                   "seqlen": pruned[name].seqlen}
+            for name in streams
+        },
+        "sparsity": {"overall": report.overall_sparsity, "target": plan.method.target_sparsity},
+    }
+    logger.log_metrics(flatten(metrics))
+    logger.log_table("sparsity/layers", ["layer", "d_out", "d_in", "zeros", "numel", "sparsity"], _layer_rows(report))
+    record = {
+        "method": plan.method.describe(),
+        "model": {"source": plan.source.describe(), "dtype": run.model.dtype, "device": str(plan.device)},
+        "data": origins,
+        "metrics": metrics,
+        "layers": [asdict(layer) | {"sparsity": layer.sparsity} for layer in report.layers],
+        "timings": timings.as_dict(),
+        "started": started,
+        "finished": time.time(),
+    }
+    logger.log_metrics({f"time/{phase}": seconds for phase, seconds in record["timings"].items()})
+    _print_summary(metrics, report, timings)
+    return record
+
+
+def _layer_rows(report: PruneReport) -> list[list[Any]]:
+    return [[layer.name, *layer.shape, layer.zeros, layer.numel, layer.sparsity] for layer in report.layers]
+
+
+def _print_summary(metrics: dict[str, Any], report: PruneReport, timings: Timings) -> None:
+    for name, values in metrics["perplexity"].items():
+        dense = f"dense {values['dense']:.3f} -> " if "dense" in values else ""
+        log.info(
+            "perplexity %s (%d windows of %d tokens): %spruned %.3f",
+            name, values["windows"], values["seqlen"], dense, values["pruned"],
+        )
+    sparsities = [layer.sparsity for layer in report.layers]
+    log.info(
+        "sparsity: overall %.4f (target %.4f) over %d linear layers, per layer %.4f to %.4f",
+        metrics["sparsity"]["overall"], metrics["sparsity"]["target"], len(sparsities), min(sparsities), max(sparsities),
+    )
+    log.info("timings (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.as_dict().items()))
+
+
+def base_record(plan: Plan, choices: dict[str, str]) -> dict[str, Any]:
+    return {
+        "config": OmegaConf.to_container(plan.config, resolve=True),
+        "choices": choices,
+        "versions": software_versions(),
+        "git": git_state(),
+    }

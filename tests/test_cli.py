@@ -1,0 +1,119 @@
+"""The ``symprune`` command end to end, on a tiny local model with the real tokenizer and offline text."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+QUICK = [
+    "calibration.nsamples=4",
+    "calibration.seqlen=64",
+    "eval.perplexity.seqlen=64",
+    "eval.perplexity.max_windows=3",
+    "eval.perplexity.datasets=[wikitext2,c4]",
+    "progress=false",
+]
+
+
+def symprune(*args, env=None, console_script=False):
+    command = [str(Path(sys.executable).with_name("symprune"))] if console_script else [sys.executable, "-m", "symprune"]
+    environment = {**os.environ, "WANDB_SILENT": "true", **(env or {})}
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=environment, timeout=600)
+
+
+def tiny(model_dir, assets, run_dir, *overrides):
+    return ["model=local", f"model.pretrained={model_dir}", f"paths.assets={assets}", f"hydra.run.dir={run_dir}", *QUICK, *overrides]
+
+
+def wandb_run_dir(run_dir: Path) -> Path:
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    return offline
+
+
+def test_run_writes_record_and_wandb_offline(tiny_model_dir, assets, tmp_path):
+    done = symprune(*tiny(tiny_model_dir, assets, tmp_path), console_script=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "results.json").read_text())
+
+    assert record["config"]["score"] == {"name": "wanda"} and record["choices"]["score"] == "wanda"
+    assert record["method"]["sparsity"] == {"name": "unstructured", "ratio": 0.5, "group": "row"}
+    for name in ("wikitext2", "c4"):
+        values = record["metrics"]["perplexity"][name]
+        assert values["windows"] == 3 and values["seqlen"] == 64
+        assert math.isfinite(values["dense"]) and math.isfinite(values["pruned"]) and values["dense"] > 1
+        assert values["pruned"] != values["dense"]
+    assert "local" in record["data"]["evaluation/c4"] and "C4-like" in record["data"]["evaluation/c4"]
+    assert record["metrics"]["sparsity"] == {"overall": 0.5, "target": 0.5}
+    assert len(record["layers"]) == 14 and all(layer["sparsity"] == 0.5 for layer in record["layers"])
+    assert {"calibration_forward", "scoring", "propagation", "evaluation"} <= set(record["timings"])
+    assert record["versions"]["torch"] and record["versions"]["symprune"] == "0.1.0"
+    assert {"commit", "dirty"} <= set(record["git"])
+    assert record["logger"]["backend"] == "wandb" and record["logger"]["group"] is None
+    assert "perplexity wikitext2 (3 windows of 64 tokens): dense" in done.stderr + done.stdout
+
+    offline = wandb_run_dir(tmp_path)
+    (table_file,) = offline.glob("files/media/table/sparsity/layers_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["layer", "d_out", "d_in", "zeros", "numel", "sparsity"]
+    assert len(table["data"]) == 14
+    log = next(offline.glob("run-*.wandb")).read_bytes()
+    for key in ("perplexity/wikitext2/pruned", "perplexity/c4/dense", "sparsity/overall", "time/scoring", "calibration"):
+        assert key.encode() in log, key
+
+
+def test_multirun_jobs_share_a_wandb_group(tiny_model_dir, assets, tmp_path):
+    args = tiny(tiny_model_dir, assets, tmp_path / "unused", "eval.perplexity.datasets=[wikitext2]")
+    done = symprune("-m", *args, "score=wanda,magnitude", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(path.read_text()) for path in sorted((tmp_path / "sweep").glob("*/results.json"))]
+    assert [r["choices"]["score"] for r in records] == ["wanda", "magnitude"]
+    groups = {r["logger"]["group"] for r in records}
+    assert groups == {"sweep"}
+    for job in sorted((tmp_path / "sweep").iterdir()):
+        if job.is_dir() and (job / "results.json").exists():
+            assert b"sweep" in next(wandb_run_dir(job).glob("run-*.wandb")).read_bytes()
+
+
+def test_failed_run_leaves_no_record(tiny_model_dir, assets, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    for item in tiny_model_dir.iterdir():
+        (broken / item.name).write_bytes(item.read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    run_dir = tmp_path / "run"
+    done = symprune(*tiny(broken, assets, run_dir, "logger=none"))
+    assert done.returncode != 0
+    assert not (run_dir / "results.json").exists()
+    assert not list(run_dir.glob("*results*"))
+
+
+def test_config_error_exits_before_work(tiny_model_dir, assets, tmp_path):
+    done = symprune(*tiny(tiny_model_dir, assets, tmp_path, "score.name=wandaa"))
+    assert done.returncode == 2
+    assert "unknown score 'wandaa'; valid score names: magnitude, ria, wanda" in done.stderr + done.stdout
+    assert not (tmp_path / "results.json").exists() and not (tmp_path / "wandb").exists()
+
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def test_hub_model_while_offline_is_a_clear_error(tmp_path):
+    done = symprune("model=opt_125m", f"hydra.run.dir={tmp_path}", "logger=none", env=OFFLINE)
+    assert done.returncode == 2
+    output = done.stderr + done.stdout
+    assert "model 'facebook/opt-125m' is not in the local Hugging Face cache" in output
+    assert "HF_HUB_OFFLINE is set" in output
+
+
+def test_hub_data_while_offline_is_a_clear_error(tiny_model_dir, tmp_path):
+    env = {**OFFLINE, "HF_HOME": str(tmp_path / "empty-cache")}
+    done = symprune(*tiny(tiny_model_dir, "null", tmp_path, "logger=none"), env=env)
+    assert done.returncode == 2
+    output = done.stderr + done.stdout
+    assert "cannot load WikiText-2 raw train split from the Hugging Face Hub" in output
+    assert "SYMPRUNE_ASSETS" in output
+    assert not (tmp_path / "results.json").exists()

@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+
+from symprune.stats import StatsAccumulator
+
+ALL = {"sq_norm", "mean_sum", "var", "hessian"}
+
+
+def sequences(seed=0, lengths=(7, 12, 5, 9), d_in=6):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(length, d_in, generator=generator) * 2 + 0.5 for length in lengths]
+
+
+def test_statistics_equal_their_definitions():
+    seqs = sequences()
+    accumulator = StatsAccumulator(6, ALL, "cpu")
+    for sequence in seqs:
+        accumulator.add_batch(sequence.unsqueeze(0))
+    stats = accumulator.stats
+    X = torch.cat(seqs).double()
+    n = len(seqs)
+    assert (stats.n_sequences, stats.n_tokens) == (4, 33)
+    assert torch.allclose(stats.sq_norm.double(), (X**2).sum(0) / n, rtol=1e-5)
+    assert torch.allclose(stats.mean_sum.double(), X.sum(0) / n, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(stats.hessian.double(), 2 / n * X.T @ X, rtol=1e-5, atol=1e-5)
+    # token-weighted mean of each sequence's own (population) variance — not the pooled variance
+    within = sum(s.double().var(0, unbiased=False) * len(s) for s in seqs) / X.shape[0]
+    assert torch.allclose(stats.var.double(), within, rtol=1e-5)
+    assert not torch.allclose(stats.var.double(), X.var(0, unbiased=False), rtol=1e-3)
+
+
+def test_recurrence_is_the_references_bit_for_bit():
+    """The running means follow s ← s·n/(n+1); n ← n+1; s += f(x)/n in float32, op for op."""
+    seqs = sequences(lengths=(8, 8, 8, 8, 8))
+    accumulator = StatsAccumulator(6, ALL, "cpu")
+    accumulator.add_batch(torch.stack(seqs))
+    sq_norm = torch.zeros(6)
+    mean_sum = torch.zeros(6)
+    hessian = torch.zeros(6, 6)
+    var, tokens = None, 0
+    for n, sequence in enumerate(seqs):
+        x = sequence.t().float()
+        seq_var = torch.var(x, dim=1, unbiased=False)
+        var = seq_var if tokens == 0 else (var * tokens + seq_var * x.shape[1]) / (tokens + x.shape[1])
+        tokens += x.shape[1]
+        sq_norm *= n / (n + 1)
+        mean_sum *= n / (n + 1)
+        hessian *= n / (n + 1)
+        sq_norm += torch.norm(x, p=2, dim=1) ** 2 / (n + 1)
+        mean_sum += torch.sum(x, dim=1) / (n + 1)
+        scaled = math.sqrt(2 / (n + 1)) * x
+        hessian += scaled.matmul(scaled.t())
+    stats = accumulator.stats
+    assert stats.sq_norm.equal(sq_norm) and stats.mean_sum.equal(mean_sum)
+    assert stats.hessian.equal(hessian) and stats.var.equal(var)
+
+
+def test_batched_adds_equal_one_sequence_at_a_time():
+    seqs = torch.stack(sequences(lengths=(10,) * 6))
+    one_by_one = StatsAccumulator(6, ALL, "cpu")
+    for sequence in seqs:
+        one_by_one.add_batch(sequence.unsqueeze(0))
+    batched = StatsAccumulator(6, ALL, "cpu")
+    batched.add_batch(seqs[:4])
+    batched.add_batch(seqs[4:])
+    for name in ALL:
+        assert getattr(batched.stats, name).equal(getattr(one_by_one.stats, name)), name
+
+
+def test_statistics_are_float32_for_half_inputs_and_only_the_wanted_ones():
+    accumulator = StatsAccumulator(6, {"sq_norm"}, "cpu")
+    accumulator.add_batch(torch.stack(sequences()[:1]).to(torch.bfloat16))
+    assert accumulator.stats.sq_norm.dtype == torch.float32
+    assert accumulator.stats.var is None and accumulator.stats.hessian is None
+
+
+def test_unknown_statistic_is_rejected():
+    with pytest.raises(ValueError, match="unknown statistics \\['norms'\\]"):
+        StatsAccumulator(6, {"norms"}, "cpu")
