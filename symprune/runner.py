@@ -141,7 +141,7 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
         "sparsity": {"overall": report.overall_sparsity, "target": plan.method.target_sparsity},
     }
     logger.log_metrics(flatten(metrics))
-    logger.log_table("sparsity/layers", ["layer", "d_out", "d_in", "zeros", "numel", "sparsity"], _layer_rows(report))
+    logger.log_table("sparsity/layers", *_layer_table(report))
     record = {
         "method": plan.method.describe(),
         "model": {"source": plan.source.describe(), "dtype": run.model.dtype, "device": str(plan.device)},
@@ -157,8 +157,15 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
     return record
 
 
-def _layer_rows(report: PruneReport) -> list[list[Any]]:
-    return [[layer.name, *layer.shape, layer.zeros, layer.numel, layer.sparsity] for layer in report.layers]
+def _layer_table(report: PruneReport) -> tuple[list[str], list[list[Any]]]:
+    """Per-layer sparsity, plus whatever numbers the method reported per layer (e.g. a refinement's)."""
+    info_keys = sorted({key for layer in report.layers for key in layer.info})
+    columns = ["layer", "d_out", "d_in", "zeros", "numel", "sparsity", *info_keys]
+    rows = [
+        [layer.name, *layer.shape, layer.zeros, layer.numel, layer.sparsity, *(layer.info.get(k) for k in info_keys)]
+        for layer in report.layers
+    ]
+    return columns, rows
 
 
 def _print_summary(metrics: dict[str, Any], report: PruneReport, timings: Timings) -> None:
