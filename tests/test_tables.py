@@ -1,0 +1,27 @@
+import json
+
+from symprune.tables import find_records, main
+
+
+def write(directory, score, sparsity, ppl, nsamples=32):
+    directory.mkdir(parents=True)
+    record = {
+        "choices": {"score": score, "sparsity": sparsity},
+        "config": {"calibration": {"nsamples": nsamples}},
+        "metrics": {"perplexity": {"wikitext2": {"pruned": ppl}}},
+    }
+    (directory / "results.json").write_text(json.dumps(record))
+
+
+def test_pivot_markdown_with_missing_cells(tmp_path, capsys):
+    write(tmp_path / "a" / "0", "wanda", "unstructured", 47.251)
+    write(tmp_path / "a" / "1", "wanda", "nm_2_4", 80.0)
+    write(tmp_path / "b" / "0", "ria", "unstructured", 45.5, nsamples=64)
+    assert len(find_records([tmp_path])) == 3
+    main([str(tmp_path), "--rows", "score,calibration.nsamples", "--columns", "sparsity"])
+    assert capsys.readouterr().out == (
+        "| score / calibration.nsamples | unstructured | nm_2_4 |\n"
+        "|---|---|---|\n"
+        "| wanda, 32 | 47.25 | 80.00 |\n"
+        "| ria, 64 | 45.50 | – |\n"
+    )
