@@ -84,6 +84,22 @@ class LoggerConfig:
 
 
 @dataclass
+class PlacementConfig:
+    offload_blocks: bool = False  # blocks wait on the CPU and visit the compute device one at a time
+    activations: str = "compute"  # calibration activations: compute (device), cpu, or disk (memory-mapped)
+    disk_dir: Optional[str] = None  # where disk activations go (default: the system temp directory)
+    device_map: Optional[str] = None  # accelerate's device_map at load ("auto", "balanced", ...): blocks run where they live
+
+    def __post_init__(self):
+        from symprune.placement import ACTIVATION_HOMES
+
+        if self.activations not in ACTIVATION_HOMES:
+            raise ConfigError(f"unknown placement.activations '{self.activations}'; valid: {', '.join(ACTIVATION_HOMES)}")
+        if self.device_map is not None and self.offload_blocks:
+            raise ConfigError("placement.device_map and placement.offload_blocks exclude each other: pick one")
+
+
+@dataclass
 class PathsConfig:
     assets: Optional[str] = None  # offline assets directory; set: data are read from files there
 
@@ -97,7 +113,10 @@ class RunConfig:
     refine: Any = MISSING
     eval: EvalConfig = MISSING
     logger: LoggerConfig = MISSING
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    save_model: Optional[str] = None  # directory to save the pruned model to (save_pretrained + tokenizer)
+    save_semi_structured: bool = False  # with 2:4 masks and CUDA: also export PyTorch's semi-structured format
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
     progress: bool = True
 

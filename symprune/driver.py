@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from symprune.method import PruningMethod
 from symprune.models import find_blocks, find_linears, weight_matrix
+from symprune.placement import CPU, ActivationStore, Placement, move, visiting
 from symprune.stats import LayerStats, StatsAccumulator
 from symprune.timing import Timings
 
@@ -52,17 +53,24 @@ class BlockInputs:
 
     Every calibration sample has the same length and no padding, so the extra
     arguments depend only on the batch size: one captured set per batch size.
+    ``hidden`` and ``spare`` (the buffer the next block's inputs are written to) live
+    where the placement keeps activations; batches visit the block's device.
     """
 
     hidden: torch.Tensor  # (samples, tokens, hidden size)
+    spare: torch.Tensor
     extra_by_batch: dict[int, tuple[tuple, dict]]
     batch_size: int
 
-    def batches(self):
+    def batches(self, device: torch.device):
         for start in range(0, self.hidden.shape[0], self.batch_size):
-            hidden = self.hidden[start : start + self.batch_size]
-            args, kwargs = self.extra_by_batch[hidden.shape[0]]
+            hidden = self.hidden[start : start + self.batch_size].to(device)
+            args, kwargs = move(self.extra_by_batch[hidden.shape[0]], device)
             yield start, hidden, args, kwargs
+
+    def advance(self) -> None:
+        """The outputs written to ``spare`` become the next block's inputs."""
+        self.hidden, self.spare = self.spare, self.hidden
 
 
 class _BlockReached(Exception):
@@ -70,40 +78,48 @@ class _BlockReached(Exception):
 
 
 def capture_block_inputs(
-    model: nn.Module, first_block: nn.Module, input_ids: torch.Tensor, batch_size: int, device, progress: bool
+    model: nn.Module, first_block: nn.Module, input_ids: torch.Tensor, batch_size: int, store: ActivationStore,
+    progress: bool,
 ) -> BlockInputs:
-    hidden: list[torch.Tensor] = []
-    extra_by_batch: dict[int, tuple[tuple, dict]] = {}
+    """Run the model up to decoder block 0 on every calibration batch and keep what the block receives."""
+    captured: dict[str, Any] = {"hidden": None, "spare": None, "extra": {}}
+    device = store.placement.compute if store.placement.device_map is None else None
+    position = {"start": 0}
 
     def record(module, args, kwargs):
         kwargs = dict(kwargs)
         states = args[0] if args else kwargs.pop("hidden_states")
-        hidden.append(states)
-        extra_by_batch.setdefault(states.shape[0], (tuple(args[1:]), kwargs))
+        if captured["hidden"] is None:
+            shape = (input_ids.shape[0], *states.shape[1:])
+            captured["hidden"], captured["spare"] = store.empty(shape, states.dtype), store.empty(shape, states.dtype)
+        captured["hidden"][position["start"] : position["start"] + states.shape[0]] = states
+        captured["extra"].setdefault(states.shape[0], move((tuple(args[1:]), kwargs), CPU))
         raise _BlockReached
 
     handle = first_block.register_forward_pre_hook(record, with_kwargs=True)
     try:
         for start in tqdm(range(0, input_ids.shape[0], batch_size), desc="calibration", disable=not progress):
+            position["start"] = start
             try:
-                model(input_ids[start : start + batch_size].to(device), use_cache=False)
+                batch = input_ids[start : start + batch_size]
+                model(batch.to(device) if device is not None else batch, use_cache=False)
             except _BlockReached:
                 pass
     finally:
         handle.remove()
-    return BlockInputs(torch.cat(hidden), extra_by_batch, batch_size)
+    return BlockInputs(captured["hidden"], captured["spare"], captured["extra"], batch_size)
 
 
-def run_block(block: nn.Module, inputs: BlockInputs) -> torch.Tensor:
-    """The block's outputs for every calibration sample (blocks may return a tensor or a tuple)."""
-    outputs = torch.empty_like(inputs.hidden)
-    for start, hidden, args, kwargs in inputs.batches():
+def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device, outputs: torch.Tensor | None = None) -> None:
+    """The block on every calibration batch; its outputs go to ``outputs`` when given (blocks may
+    return a tensor or a tuple)."""
+    for start, hidden, args, kwargs in inputs.batches(device):
         out = block(hidden, *args, **kwargs)
-        outputs[start : start + hidden.shape[0]] = out[0] if isinstance(out, tuple) else out
-    return outputs
+        if outputs is not None:
+            outputs[start : start + hidden.shape[0]] = out[0] if isinstance(out, tuple) else out
 
 
-def collect_stats(block: nn.Module, linears: dict[str, nn.Module], inputs: BlockInputs, wanted, device):
+def collect_stats(block: nn.Module, linears: dict[str, nn.Module], inputs: BlockInputs, wanted, device: torch.device):
     """One pass of the block with hooks feeding every linear's inputs to its accumulator.
 
     Some layers see their input flattened to (batch·tokens, d_in) (OPT's MLP); the
@@ -129,7 +145,7 @@ def collect_stats(block: nn.Module, linears: dict[str, nn.Module], inputs: Block
         for name, layer in linears.items()
     ]
     try:
-        run_block(block, inputs)
+        run_block(block, inputs, device)
     finally:
         for handle in handles:
             handle.remove()
@@ -143,7 +159,7 @@ def prune_model(
     calibration_ids: torch.Tensor | None,
     *,
     batch_size: int = 1,
-    device: torch.device | str = "cpu",
+    placement: Placement | None = None,
     timings: Timings | None = None,
     progress: bool = True,
 ) -> PruneReport:
@@ -151,36 +167,47 @@ def prune_model(
 
     ``calibration_ids`` (samples × tokens) may be None only for methods that need
     no statistics (magnitude, RI): those prune every layer from its weights alone.
+    The model must already be placed as ``placement`` says (placement.place_model).
     """
     timings = timings or Timings()
+    placement = placement or Placement(torch.device("cpu"))
     prefix, blocks = find_blocks(model)
     wanted = method.required_stats
-    inputs = None
-    if wanted:
-        if calibration_ids is None:
-            raise ValueError(f"the method needs calibration statistics {sorted(wanted)} but no calibration data was given")
-        with timings.measure("calibration_forward"):
-            inputs = capture_block_inputs(model, blocks[0], calibration_ids, batch_size, device, progress)
+    if wanted and calibration_ids is None:
+        raise ValueError(f"the method needs calibration statistics {sorted(wanted)} but no calibration data was given")
 
     reports: list[LayerReport] = []
-    for index, block in enumerate(tqdm(blocks, desc="pruning blocks", disable=not progress)):
-        linears = find_linears(block)
-        stats = {}
-        if inputs is not None:
+    with ActivationStore(placement) as store:
+        inputs = None
+        if wanted:
             with timings.measure("calibration_forward"):
-                stats = collect_stats(block, linears, inputs, wanted, device)
-        with timings.measure("scoring"):
-            for name, layer in linears.items():
-                full_name = f"{prefix}.{index}.{name}"
-                weight = weight_matrix(layer)
-                result = method.prune_layer(full_name, weight, stats.get(name, LayerStats()))
-                if result.weight is not None:
-                    weight.copy_(result.weight)
-                weight.masked_fill_(result.pruned, 0)
-                zeros = int((weight == 0).sum())
-                reports.append(LayerReport(full_name, tuple(weight.shape), zeros, weight.numel(), result.info))
-        del stats
-        if inputs is not None and index + 1 < len(blocks):
-            with timings.measure("propagation"):
-                inputs.hidden = run_block(block, inputs)
+                inputs = capture_block_inputs(model, blocks[0], calibration_ids, batch_size, store, progress)
+        for index, block in enumerate(tqdm(blocks, desc="pruning blocks", disable=not progress)):
+            with visiting(block, placement):
+                device = placement.block_device(block)
+                reports += _prune_block(block, f"{prefix}.{index}", method, inputs, device, timings)
+                if inputs is not None and index + 1 < len(blocks):
+                    with timings.measure("propagation"):
+                        run_block(block, inputs, device, inputs.spare)
+                        inputs.advance()
     return PruneReport(reports)
+
+
+def _prune_block(block, name: str, method: PruningMethod, inputs: BlockInputs | None, device, timings) -> list[LayerReport]:
+    linears = find_linears(block)
+    stats = {}
+    if inputs is not None:
+        with timings.measure("calibration_forward"):
+            stats = collect_stats(block, linears, inputs, method.required_stats, device)
+    reports = []
+    with timings.measure("scoring"):
+        for layer_name, layer in linears.items():
+            full_name = f"{name}.{layer_name}"
+            weight = weight_matrix(layer)
+            result = method.prune_layer(full_name, weight, stats.get(layer_name, LayerStats()))
+            if result.weight is not None:
+                weight.copy_(result.weight)
+            weight.masked_fill_(result.pruned, 0)
+            zeros = int((weight == 0).sum())
+            reports.append(LayerReport(full_name, tuple(weight.shape), zeros, weight.numel(), result.info))
+    return reports

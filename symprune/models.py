@@ -97,10 +97,12 @@ def load_tokenizer(source: ModelSource):
     return AutoTokenizer.from_pretrained(source.location, **source.kwargs())
 
 
-def load_model(source: ModelSource, dtype: str, device: torch.device) -> nn.Module:
-    model = AutoModelForCausalLM.from_pretrained(source.location, dtype=DTYPES[dtype], **source.kwargs())
+def load_model(source: ModelSource, dtype: str, device_map: str | None = None) -> nn.Module:
+    """The model in eval mode: on the CPU, or spread by accelerate when a device_map is given."""
+    extra = {"device_map": device_map} if device_map is not None else {}
+    model = AutoModelForCausalLM.from_pretrained(source.location, dtype=DTYPES[dtype], **source.kwargs(), **extra)
     model.config.use_cache = False
-    return model.to(device).eval()
+    return model.eval()
 
 
 def skeleton(config: PretrainedConfig, trust_remote_code: bool = False) -> nn.Module:

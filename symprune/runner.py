@@ -21,9 +21,13 @@ from symprune.driver import PruneReport, prune_model
 from symprune.evaluate.perplexity import perplexity
 from symprune.loggers import RunLogger, flatten
 from symprune.method import PruningMethod, build_method
-from symprune.models import ModelSource, linear_shapes, load_config, load_model, load_tokenizer, resolve_source, skeleton
+from symprune.models import (
+    ModelSource, find_blocks, linear_shapes, load_config, load_model, load_tokenizer, resolve_source, skeleton,
+)
+from symprune.placement import Placement, place_model, streamed
 from symprune.record import git_state, software_versions
 from symprune.registry import ConfigError
+from symprune.saving import check_save_target, save_pruned
 from symprune.timing import Timings
 
 log = logging.getLogger("symprune")
@@ -35,7 +39,11 @@ class Plan:
     settings: RunConfig
     method: PruningMethod
     source: ModelSource
-    device: torch.device
+    placement: Placement
+
+    @property
+    def device(self) -> torch.device:
+        return self.placement.compute
 
     @property
     def needs_calibration(self) -> bool:
@@ -66,7 +74,8 @@ def plan_run(cfg: DictConfig) -> Plan:
     """Every check on the configuration; cheap: reads at most the model's config file."""
     run = settings(cfg)
     method = build_method(cfg.score, cfg.sparsity, cfg.refine)
-    device = resolve_device(run.device)
+    placement = Placement(resolve_device(run.device), **asdict(run.placement))
+    check_save_target(run.save_model, run.save_semi_structured, method)
     source = resolve_source(run.model)
     assets = run.paths.assets
     if method.required_stats:
@@ -84,18 +93,19 @@ def plan_run(cfg: DictConfig) -> Plan:
     for key, length in lengths.items():
         if limit is not None and length > limit:
             raise ConfigError(f"{key}={length} exceeds the model's {limit} positions")
-    return Plan(cfg, run, method, source, device)
+    return Plan(cfg, run, method, source, placement)
 
 
 def _perplexities(plan: Plan, model, streams: dict, progress: bool, label: str) -> dict[str, Any]:
     settings_ = plan.settings.eval.perplexity
+    input_device = model.get_input_embeddings().weight.device
     results = {}
-    for name, tokens in streams.items():
-        result = perplexity(
-            model, tokens, settings_.seqlen, batch_size=settings_.batch_size, max_windows=settings_.max_windows,
-            device=plan.device, progress=progress, desc=f"{label} perplexity {name}",
-        )
-        results[name] = result
+    with streamed(find_blocks(model)[1], plan.placement):
+        for name, tokens in streams.items():
+            results[name] = perplexity(
+                model, tokens, settings_.seqlen, batch_size=settings_.batch_size, max_windows=settings_.max_windows,
+                device=input_device, progress=progress, desc=f"{label} perplexity {name}",
+            )
     return results
 
 
@@ -118,14 +128,15 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
                 name, tokenizer, run.eval.perplexity.seqlen, run.paths.assets
             )
     with timings.measure("load_model"):
-        model = load_model(plan.source, run.model.dtype, plan.device)
+        model = load_model(plan.source, run.model.dtype, plan.placement.device_map)
+        place_model(model, find_blocks(model)[0], plan.placement)
 
     dense = {}
     if run.eval.dense:
         with timings.measure("evaluation"):
             dense = _perplexities(plan, model, streams, progress, "dense")
     report = prune_model(
-        model, plan.method, calibration, batch_size=run.calibration.batch_size, device=plan.device,
+        model, plan.method, calibration, batch_size=run.calibration.batch_size, placement=plan.placement,
         timings=timings, progress=progress,
     )
     with timings.measure("evaluation"):
@@ -144,7 +155,8 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
     logger.log_table("sparsity/layers", *_layer_table(report))
     record = {
         "method": plan.method.describe(),
-        "model": {"source": plan.source.describe(), "dtype": run.model.dtype, "device": str(plan.device)},
+        "model": {"source": plan.source.describe(), "dtype": run.model.dtype, "device": str(plan.device),
+                  "placement": asdict(run.placement)},
         "data": origins,
         "metrics": metrics,
         "layers": [asdict(layer) | {"sparsity": layer.sparsity} for layer in report.layers],
@@ -152,6 +164,10 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
         "started": started,
         "finished": time.time(),
     }
+    if run.save_model:
+        with timings.measure("save_model"):
+            record["saved_model"] = str(save_pruned(model, tokenizer, run.save_model, run.save_semi_structured))
+        record["timings"] = timings.as_dict()
     logger.log_metrics({f"time/{phase}": seconds for phase, seconds in record["timings"].items()})
     _print_summary(metrics, report, timings)
     return record

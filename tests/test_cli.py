@@ -117,3 +117,26 @@ def test_hub_data_while_offline_is_a_clear_error(tiny_model_dir, tmp_path):
     assert "cannot load WikiText-2 raw train split from the Hugging Face Hub" in output
     assert "SYMPRUNE_ASSETS" in output
     assert not (tmp_path / "results.json").exists()
+
+
+def test_saved_model_matches_the_record(tiny_model_dir, assets, tmp_path):
+    """save_model writes a directory plain transformers loads; its sparsity and perplexity are the run's."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from symprune import data
+    from symprune.evaluate.perplexity import perplexity
+
+    saved = tmp_path / "pruned-model"
+    done = symprune(*tiny(tiny_model_dir, assets, tmp_path / "run", "logger=none", "placement=offload",
+                          "eval.perplexity.datasets=[wikitext2]", f"save_model={saved}"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert record["saved_model"] == str(saved) and record["model"]["placement"]["offload_blocks"] is True
+    model = AutoModelForCausalLM.from_pretrained(saved).eval()
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    for layer in record["layers"]:
+        assert int((model.get_submodule(layer["name"]).weight == 0).sum()) == layer["zeros"]
+    tokens, _ = data.evaluation_ids("wikitext2", tokenizer, 64, str(assets))
+    reloaded = perplexity(model, tokens, 64, max_windows=3, progress=False).perplexity
+    assert reloaded == pytest.approx(record["metrics"]["perplexity"]["wikitext2"]["pruned"], rel=1e-6)

@@ -109,3 +109,22 @@ def test_missing_local_files_are_named(tiny_model_dir, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_unavailable_device(tiny_model_dir):
     assert "no CUDA device is available" in plan_error(*tiny(tiny_model_dir, "device=cuda"))
+
+
+def test_save_and_placement_errors(tiny_model_dir, tmp_path):
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "x").write_text("x")
+    assert f"save_model directory {occupied} exists and is not empty" in plan_error(
+        *tiny(tiny_model_dir, f"save_model={occupied}")
+    )
+    assert "needs save_model" in plan_error(*tiny(tiny_model_dir, "save_semi_structured=true"))
+    assert "needs the 2:4 pattern" in plan_error(
+        *tiny(tiny_model_dir, f"save_model={tmp_path / 'new'}", "save_semi_structured=true", "sparsity=nm_4_8")
+    )
+    if not torch.cuda.is_available():
+        assert "needs a CUDA device" in plan_error(
+            *tiny(tiny_model_dir, f"save_model={tmp_path / 'new'}", "save_semi_structured=true", "sparsity=nm_2_4")
+        )
+    assert "valid: compute, cpu, disk" in plan_error(*tiny(tiny_model_dir, "placement.activations=gpu"))
+    assert "exclude each other" in plan_error(*tiny(tiny_model_dir, "placement=offload", "placement.device_map=auto"))
