@@ -15,21 +15,40 @@ import symprune.config  # noqa: F401  (registers the run schema in Hydra's Confi
 from symprune.loggers import make_logger
 from symprune.record import write_record
 from symprune.registry import ConfigError
+from symprune.resume import claim, config_hash, find_record
 from symprune.runner import base_record, execute, plan_run
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 log = logging.getLogger("symprune")
 
 
-def run_job(cfg: DictConfig) -> dict:
-    """One Hydra job: plan (all checks), then run; ``results.json`` only once everything succeeded."""
+def run_job(cfg: DictConfig) -> dict | None:
+    """One Hydra job: plan (all checks), then run; ``results.json`` only once everything succeeded.
+
+    In a multirun with ``resume=true`` a job whose config already has a record in the sweep
+    directory is skipped, and so is one whose config another live job of the sweep is running.
+    """
     hydra_cfg = HydraConfig.get()
-    run_dir = hydra_cfg.runtime.output_dir
     plan = plan_run(cfg)
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    group = Path(hydra_cfg.sweep.dir).name if multirun else None
-    name = f"{Path(hydra_cfg.sweep.dir).name}/{hydra_cfg.job.num}" if multirun else Path(run_dir).name
     record = base_record(plan, dict(hydra_cfg.runtime.choices))
+    record["config_hash"] = config_hash(record["config"])
+    if hydra_cfg.mode != RunMode.MULTIRUN or not plan.settings.resume:
+        return _run(plan, record, hydra_cfg, group=None)
+    sweep_dir = hydra_cfg.sweep.dir
+    existing = find_record(sweep_dir, record["config_hash"])
+    if existing is not None:
+        log.info("skipped: this config's run record exists: %s", existing)
+        return None
+    with claim(sweep_dir, record["config_hash"]) as claimed:
+        if not claimed:
+            log.info("skipped: another job of this sweep is running the same config")
+            return None
+        return _run(plan, record, hydra_cfg, group=Path(sweep_dir).name)
+
+
+def _run(plan, record: dict, hydra_cfg, group: str | None) -> dict:
+    run_dir = hydra_cfg.runtime.output_dir
+    name = f"{group}/{hydra_cfg.job.num}" if group else Path(run_dir).name
     record["overrides"] = list(hydra_cfg.overrides.task)
     logger_settings = plan.settings.logger
     record["logger"] = {"backend": logger_settings.backend, "group": logger_settings.group or group, "name": name}

@@ -119,6 +119,7 @@ class RunConfig:
     save_semi_structured: bool = False  # with 2:4 masks and CUDA: also export PyTorch's semi-structured format
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
     progress: bool = True
+    resume: bool = True  # multirun: skip jobs whose config already has a run record in the sweep directory
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -1,0 +1,60 @@
+"""Resumable sweeps: a real kill, then a relaunch that runs only what is missing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from test_cli import QUICK, symprune
+
+RATIOS = "sparsity.ratio=0.2,0.4,0.6,0.8"
+
+
+def sweep_args(model_dir, assets, sweep):
+    return ["-m", "model=local", f"model.pretrained={model_dir}", f"paths.assets={assets}", *QUICK,
+            "eval.perplexity.datasets=[wikitext2]", "logger=none", RATIOS, f"hydra.sweep.dir={sweep}"]
+
+
+def records(sweep):
+    return {path: path.stat().st_mtime_ns for path in sweep.glob("*/results.json")}
+
+
+def test_killed_sweep_resumes_with_exactly_the_missing_runs(tiny_model_dir, assets, tmp_path):
+    sweep = tmp_path / "sweep"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "symprune", *sweep_args(tiny_model_dir, assets, sweep)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_SILENT": "true"},
+    )
+    deadline = time.time() + 600
+    while len(records(sweep)) < 2 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = records(sweep)
+    assert len(before) == 2, "the sweep should have been killed after its second run"
+
+    done = symprune(*sweep_args(tiny_model_dir, assets, sweep))
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert output.count("skipped: this config's run record exists") == 2
+    assert output.count("run record: ") == 2
+    after = records(sweep)
+    assert len(after) == 4
+    assert all(after[path] == mtime for path, mtime in before.items())  # the first two were not rerun
+    ratios = sorted(json.loads(path.read_text())["config"]["sparsity"]["ratio"] for path in after)
+    assert ratios == [0.2, 0.4, 0.6, 0.8]
+    assert not list((sweep / ".claims").iterdir())
+
+
+def test_a_config_claimed_by_a_live_job_is_skipped(tmp_path):
+    from symprune.resume import claim
+
+    with claim(tmp_path, "abc") as first:
+        assert first
+        with claim(tmp_path, "abc") as second:  # same process: alive
+            assert not second
+    (tmp_path / ".claims" / "dead").write_text(f"{os.uname().nodename} 999999999")
+    with claim(tmp_path, "dead") as taken_over:
+        assert taken_over
