@@ -19,6 +19,6 @@ PATTERNS=sparsity=unstructured,nm_4_8,nm_2_4
 "$PYTHON" -m symprune -m score=stochria score.beta=0.5 "$PATTERNS" eval.dense=false "${COMMON[@]}" \
     hydra.sweep.dir="$SWEEP/stochria_beta05"
 
-"$PYTHON" -m symprune.tables "$SWEEP" --rows score,overrides:score. --columns sparsity \
+"$PYTHON" -m symprune.tables pivot "$SWEEP" --rows score,overrides:score. --columns sparsity \
     --baseline metrics.perplexity.wikitext2.dense --out experiments/results/scores.md
 cat experiments/results/scores.md

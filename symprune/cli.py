@@ -52,7 +52,8 @@ def _run(plan, record: dict, hydra_cfg, group: str | None) -> dict:
     record["overrides"] = list(hydra_cfg.overrides.task)
     logger_settings = plan.settings.logger
     record["logger"] = {"backend": logger_settings.backend, "group": logger_settings.group or group, "name": name}
-    logger = make_logger(logger_settings, record["config"], run_dir, name, group)
+    tracked = {**record["config"], **{key: record[key] for key in ("choices", "overrides", "config_hash")}}
+    logger = make_logger(logger_settings, tracked, run_dir, name, group)
     try:
         record |= execute(plan, logger)
     except BaseException:

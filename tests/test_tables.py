@@ -1,38 +1,96 @@
+"""symprune-tables on small synthetic run records: exact outputs, missing cells, duplicates, plots, W&B."""
+
 import json
+from types import SimpleNamespace
 
-from symprune.tables import find_records, main
+from symprune.tables import Record, build, build_table, find_records, load_specs, main, wandb_records
+
+T2_SPEC = {
+    "title": "T2",
+    "metric": "metrics.perplexity.wikitext2.pruned",
+    "rows": ["score"],
+    "columns": ["model", "sparsity"],
+    "row_order": ["wanda", "ria", "stochria"],
+    "delta": [["ria", "stochria"]],
+    "sum": True,
+    "plot": {"x": "sparsity", "series": ["score"], "panels": ["model"]},
+}
 
 
-def write(directory, score, sparsity, ppl, nsamples=32, overrides=(), dense=None):
-    directory.mkdir(parents=True)
-    record = {
-        "choices": {"score": score, "sparsity": sparsity},
-        "config": {"calibration": {"nsamples": nsamples}},
+def record(score, sparsity, ppl, *, model="m", finished=1.0, digest=None, overrides=(), dense=None, experiment="t2"):
+    return {
+        "choices": {"score": score, "sparsity": sparsity, "model": model, "experiment": experiment},
+        "config": {"calibration": {"nsamples": 32}},
+        "config_hash": digest or f"{model}-{score}-{sparsity}",
         "overrides": [f"score={score}", *overrides],
+        "finished": finished,
         "metrics": {"perplexity": {"wikitext2": {"pruned": ppl, **({"dense": dense} if dense else {})}}},
     }
-    (directory / "results.json").write_text(json.dumps(record))
 
 
-def test_pivot_markdown_with_missing_cells(tmp_path, capsys):
-    write(tmp_path / "a" / "0", "wanda", "unstructured", 47.251)
-    write(tmp_path / "a" / "1", "wanda", "nm_2_4", 80.0)
-    write(tmp_path / "b" / "0", "ria", "unstructured", 45.5, nsamples=64)
-    assert len(find_records([tmp_path])) == 3
-    main([str(tmp_path), "--rows", "score,calibration.nsamples", "--columns", "sparsity"])
-    assert capsys.readouterr().out == (
-        "| score / calibration.nsamples | unstructured | nm_2_4 |\n"
-        "|---|---|---|\n"
-        "| wanda, 32 | 47.25 | 80.00 |\n"
-        "| ria, 64 | 45.50 | – |\n"
+def write(directory, data):
+    directory.mkdir(parents=True)
+    (directory / "results.json").write_text(json.dumps(data))
+
+
+def t2_records(tmp_path):
+    write(tmp_path / "0", record("wanda", "unstructured", 10.0))
+    write(tmp_path / "1", record("wanda", "nm_2_4", 20.5))
+    write(tmp_path / "2", record("ria", "unstructured", 9.5))
+    write(tmp_path / "3", record("ria", "nm_2_4", 19.0))
+    write(tmp_path / "4", record("stochria", "unstructured", 9.25))
+    return find_records([tmp_path])
+
+
+def test_paper_layout_markdown_with_delta_sum_and_missing_cells(tmp_path):
+    table = build_table(t2_records(tmp_path), T2_SPEC)
+    assert table.markdown() == (
+        "T2\n\n"
+        "| score | m, unstructured | m, nm_2_4 | sum |\n"
+        "|---|---|---|---|\n"
+        "| wanda | 10.00 | 20.50 | 30.50 |\n"
+        "| ria | 9.50 | 19.00 | 28.50 |\n"
+        "| stochria | 9.25 | – | – |\n"
+        "| Δ (ria − stochria) | 0.25 | – | – |\n"
     )
+    assert table.csv() == (
+        "score,\"m, unstructured\",\"m, nm_2_4\",sum\n"
+        "wanda,10.00,20.50,30.50\n"
+        "ria,9.50,19.00,28.50\n"
+        "stochria,9.25,–,–\n"
+        "Δ (ria − stochria),0.25,–,–\n"
+    )
+    assert table.latex().splitlines()[2] == r"score & m, unstructured & m, nm\_2\_4 & sum \\"
+    assert r"stochria & 9.25 & -- & -- \\" in table.latex()
 
 
-def test_override_labels_and_baseline_row(tmp_path, capsys):
-    write(tmp_path / "0", "stochria", "nm_2_4", 60.0, dense=20.0)
-    write(tmp_path / "1", "stochria", "nm_2_4", 61.0, overrides=["score.beta=0.5"])
-    write(tmp_path / "2", "wanda", "unstructured", 40.0)
-    main([str(tmp_path), "--rows", "score,overrides:score.", "--columns", "sparsity",
+def test_two_records_of_one_config_newest_wins_and_says_so(tmp_path, capsys):
+    write(tmp_path / "old", record("wanda", "unstructured", 11.0, finished=1.0, digest="same"))
+    write(tmp_path / "new", record("wanda", "unstructured", 12.0, finished=2.0, digest="same"))
+    table = build_table(find_records([tmp_path]), T2_SPEC)
+    assert table.cells["wanda", "m, unstructured"] == 12.0
+    assert table.notes == [f"2 records of one config (same): using the newest, {tmp_path / 'new' / 'results.json'}"]
+    assert "> 2 records of one config (same): using the newest" in table.markdown()
+    build(find_records([tmp_path]), {"t2": T2_SPEC}, tmp_path / "out")
+    assert "t2: note: 2 records of one config (same): using the newest" in capsys.readouterr().out
+
+
+def test_build_writes_every_format_and_a_plot_per_experiment(tmp_path):
+    records = t2_records(tmp_path / "runs")
+    write(tmp_path / "runs" / "cpu", record("wanda", "unstructured", 50.0, experiment="t2_cpu"))
+    written = build(find_records([tmp_path / "runs"]), {"t2": T2_SPEC}, tmp_path / "out")
+    names = sorted(path.name for path in written)
+    assert names == ["t2.csv", "t2.md", "t2.png", "t2.tex", "t2_cpu.csv", "t2_cpu.md", "t2_cpu.png", "t2_cpu.tex"]
+    assert (tmp_path / "out" / "t2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| wanda | 50.00 | 50.00 |" in (tmp_path / "out" / "t2_cpu.md").read_text()
+    assert len(records) == 5
+
+
+def test_pivot_command_with_override_labels_and_baseline(tmp_path, capsys):
+    write(tmp_path / "0", record("stochria", "nm_2_4", 60.0, dense=20.0))
+    write(tmp_path / "1", record("stochria", "nm_2_4", 61.0, overrides=["score.beta=0.5"], digest="b"))
+    write(tmp_path / "2", record("wanda", "unstructured", 40.0))
+    main(["pivot", str(tmp_path), "--rows", "score,overrides:score.", "--columns", "sparsity",
           "--baseline", "metrics.perplexity.wikitext2.dense"])
     assert capsys.readouterr().out == (
         "| score / overrides:score. | nm_2_4 | unstructured |\n"
@@ -42,3 +100,26 @@ def test_override_labels_and_baseline_row(tmp_path, capsys):
         "| stochria, score.beta=0.5 | 61.00 | – |\n"
         "| wanda | – | 40.00 |\n"
     )
+
+
+def test_wandb_runs_become_records():
+    run = SimpleNamespace(
+        id="abc",
+        config={"model": {"name": "m"}, "choices": {"score": "ria", "experiment": "t2"}, "config_hash": "h", "overrides": []},
+        summary={"perplexity/wikitext2/pruned": 9.5, "sparsity/overall": 0.5, "time/scoring": 3.0, "_timestamp": 7.0},
+    )
+    api = SimpleNamespace(runs=lambda path, filters: [run])
+    (converted,) = wandb_records("team/symprune", api)
+    assert converted.source == "wandb:team/symprune/abc"
+    assert converted.value("score") == "ria" and converted.value("model.name") == "m"
+    assert converted.data["metrics"] == {"perplexity": {"wikitext2": {"pruned": 9.5}}, "sparsity": {"overall": 0.5}}
+    assert converted.data["config_hash"] == "h" and converted.finished == 7.0
+
+
+def test_repository_specs_cover_every_paper_experiment():
+    from conftest import CONFIG_DIR, REPO
+
+    specs = load_specs(REPO / "experiments" / "tables.yaml")
+    experiments = {p.stem.removesuffix("_cpu") for p in (CONFIG_DIR / "experiment").glob("*.yaml")}
+    assert experiments - {"paper_protocol", "cpu_protocol"} <= set(specs)
+    assert Record("x", {}).label(["score"]) == ""

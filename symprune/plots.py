@@ -1,0 +1,64 @@
+"""PNG plots of an experiment: the metric against one key (sparsity, p, β, γ, ...), a line per series,
+a panel per value of the panel keys. x values are placed in numeric order when they are numbers
+(∞ last), else in first-seen order."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from symprune.tables import Record, dotted, newest_per_config  # noqa: E402
+
+
+def _x_order(values: list[Any]) -> list[Any]:
+    def number(value):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+
+    if all(number(v) is not None for v in values):
+        return sorted(values, key=lambda v: (math.isinf(float(v)), float(v)))
+    return values
+
+
+def plot_table(records: Sequence[Record], spec: dict[str, Any], path: Path, title: str = "") -> Path:
+    plot = spec["plot"]
+    metric = plot.get("metric", spec["metric"])
+    records, _ = newest_per_config(records)
+    points: dict[str, dict[str, dict[Any, float]]] = {}
+    xs: list[Any] = []
+    for record in sorted(records, key=lambda r: r.finished):
+        value = dotted(record.data, metric)
+        x = record.value(plot["x"])
+        if value is None or x is None:
+            continue
+        panel = record.label(plot.get("panels", [])) or "all"
+        series = record.label(plot["series"])
+        points.setdefault(panel, {}).setdefault(series, {})[x] = value
+        xs += [] if x in xs else [x]
+    xs = _x_order(xs)
+    panels = list(points)
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for axis, panel in zip(axes[0], panels):
+        for series, values in points[panel].items():
+            present = [x for x in xs if x in values]
+            axis.plot([xs.index(x) for x in present], [values[x] for x in present], marker="o", label=series)
+        axis.set_xticks(range(len(xs)), [str(x) for x in xs], rotation=30 if len(xs) > 4 else 0)
+        axis.set_xlabel(plot["x"])
+        axis.set_ylabel(plot.get("ylabel", metric.split(".")[-2] + " " + metric.split(".")[-1]))
+        axis.set_title(panel if panel != "all" else title)
+        if plot.get("log_y"):
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
