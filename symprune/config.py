@@ -102,6 +102,7 @@ class PlacementConfig:
 @dataclass
 class PathsConfig:
     assets: Optional[str] = None  # offline assets directory; set: data are read from files there
+    cache: Optional[str] = "outputs/cache"  # results worth reusing across runs (dequantised GGUF models, ...)
 
 
 @dataclass

@@ -3,12 +3,14 @@ and the family-agnostic discovery of decoder blocks and their prunable linear la
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 from transformers.pytorch_utils import Conv1D
@@ -98,11 +100,35 @@ def load_tokenizer(source: ModelSource):
 
 
 def load_model(source: ModelSource, dtype: str, device_map: str | None = None) -> nn.Module:
-    """The model in eval mode: on the CPU, or spread by accelerate when a device_map is given."""
+    """The model in eval mode: on the CPU, or spread by accelerate when a device_map is given.
+
+    GGUF weights are fully dequantised on load, so the model is then an ordinary float model;
+    transformers' GGUF quantizer marker is dropped so that it also saves like one.
+    """
     extra = {"device_map": device_map} if device_map is not None else {}
     model = AutoModelForCausalLM.from_pretrained(source.location, dtype=DTYPES[dtype], **source.kwargs(), **extra)
+    if source.gguf_file:
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
     model.config.use_cache = False
     return model.eval()
+
+
+def dequantized_copy(source: ModelSource, dtype: str, cache_dir: str | None) -> ModelSource:
+    """Where to load a GGUF model from quickly: dequantising GGUF takes ~15 s per load, so the first
+    run saves the float model and its tokenizer under ``<cache_dir>/dequantized/`` and later runs
+    load that copy (the same weights and the same tokens). Other sources are returned unchanged."""
+    from symprune.saving import save_pruned
+
+    if not (source.gguf_file and source.local and cache_dir):
+        return source
+    gguf = Path(source.location) / source.gguf_file
+    stat = gguf.stat()
+    key = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype}|{transformers.__version__}"
+    target = Path(cache_dir) / "dequantized" / f"{gguf.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    if not (target / "config.json").exists():
+        save_pruned(load_model(source, dtype), load_tokenizer(source), target)
+    return ModelSource(str(target), None, True, trust_remote_code=source.trust_remote_code)
 
 
 def skeleton(config: PretrainedConfig, trust_remote_code: bool = False) -> nn.Module:

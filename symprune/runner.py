@@ -22,7 +22,7 @@ from symprune.evaluate.perplexity import perplexity
 from symprune.loggers import RunLogger, flatten
 from symprune.method import PruningMethod, build_method
 from symprune.models import (
-    ModelSource, find_blocks, linear_shapes, load_config, load_model, load_tokenizer, resolve_source, skeleton,
+    ModelSource, dequantized_copy, find_blocks, linear_shapes, load_config, load_model, load_tokenizer, resolve_source, skeleton,
 )
 from symprune.placement import Placement, place_model, streamed
 from symprune.record import git_state, software_versions
@@ -113,8 +113,10 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
     """The expensive part of a run; returns the run record (without config and versions)."""
     run, timings, progress = plan.settings, Timings(), plan.settings.progress
     started = time.time()
+    with timings.measure("load_model"):
+        source = dequantized_copy(plan.source, run.model.dtype, run.paths.cache)
     with timings.measure("data"):
-        tokenizer = load_tokenizer(plan.source)
+        tokenizer = load_tokenizer(source)
         origins = {}
         calibration = None
         if plan.needs_calibration:
@@ -128,7 +130,7 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
                 name, tokenizer, run.eval.perplexity.seqlen, run.paths.assets
             )
     with timings.measure("load_model"):
-        model = load_model(plan.source, run.model.dtype, plan.placement.device_map)
+        model = load_model(source, run.model.dtype, plan.placement.device_map)
         place_model(model, find_blocks(model)[0], plan.placement)
 
     dense = {}
@@ -155,7 +157,8 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
     logger.log_table("sparsity/layers", *_layer_table(report))
     record = {
         "method": plan.method.describe(),
-        "model": {"source": plan.source.describe(), "dtype": run.model.dtype, "device": str(plan.device),
+        "model": {"source": plan.source.describe(), "loaded_from": source.describe(), "dtype": run.model.dtype,
+                  "device": str(plan.device),
                   "placement": asdict(run.placement)},
         "data": origins,
         "metrics": metrics,

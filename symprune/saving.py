@@ -4,6 +4,7 @@ transformers; optionally PyTorch's 2:4 semi-structured sparse format of every pr
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -30,24 +31,25 @@ def check_save_target(directory: str | None, semi_structured: bool, method) -> N
 
 
 def save_pruned(model: nn.Module, tokenizer, directory: str | Path, semi_structured: bool = False) -> Path:
-    """Write everything to ``<directory>.partial`` first and rename it at the end, so a directory
-    under the requested name is always complete."""
+    """Write everything to a temporary ``<directory>.partial-*`` first and rename it at the end, so a
+    directory under the requested name is always complete. If another process completed the same
+    directory meanwhile (a shared cache), its copy is kept."""
     target = Path(directory)
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    # the weights are plain floats now, whatever file format (e.g. GGUF) they were read from
-    quantization = model.config.__dict__.pop("quantization_config", None)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
     try:
         model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        if semi_structured:
+            torch.save(semi_structured_weights(model), partial / SEMI_STRUCTURED_FILE)
+        if target.exists() and not any(target.iterdir()):
+            target.rmdir()  # an empty directory (checked before the run)
+        partial.rename(target)
+    except OSError:
+        if not (target / "config.json").exists():
+            raise
     finally:
-        if quantization is not None:
-            model.config.quantization_config = quantization
-    tokenizer.save_pretrained(partial)
-    if semi_structured:
-        torch.save(semi_structured_weights(model), partial / SEMI_STRUCTURED_FILE)
-    if target.exists():
-        target.rmdir()  # empty (checked before the run)
-    partial.rename(target)
+        shutil.rmtree(partial, ignore_errors=True)
     return target
 
 

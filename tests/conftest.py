@@ -86,13 +86,10 @@ def smollm2_directory() -> str:
 @pytest.fixture(scope="session")
 def smollm2():
     """The real SmolLM2-135M-Instruct (dequantised GGUF) and its tokenizer, loaded once per session."""
-    from transformers import AutoTokenizer
+    from symprune.models import ModelSource, load_model, load_tokenizer
 
-    directory = smollm2_directory()
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=SMOLLM2_GGUF, dtype=torch.float32).eval()
-    model.config.use_cache = False
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=SMOLLM2_GGUF)
-    return model, tokenizer
+    source = ModelSource(smollm2_directory(), SMOLLM2_GGUF, True)
+    return load_model(source, "float32"), load_tokenizer(source)
 
 
 @pytest.fixture(scope="session")

@@ -55,3 +55,23 @@ def test_wanda_between_dense_and_magnitude(smollm2, assets, tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(directory).eval()
     assert getattr(reloaded.config, "quantization_config", None) is None
     assert ppl(reloaded) == wanda
+
+
+def test_dequantized_cache_is_the_gguf_model(smollm2, assets, tmp_path):
+    """The cached float copy of the GGUF model has the same weights and tokenises the same."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from symprune.models import ModelSource, dequantized_copy, load_model, load_tokenizer
+    from conftest import SMOLLM2_GGUF, smollm2_directory
+
+    model, tokenizer = smollm2
+    source = ModelSource(smollm2_directory(), SMOLLM2_GGUF, True)
+    cached = dequantized_copy(source, "float32", str(tmp_path))
+    assert cached.gguf_file is None and cached.location.startswith(str(tmp_path / "dequantized"))
+    assert dequantized_copy(source, "float32", str(tmp_path)) == cached  # reused, not rebuilt
+    reloaded = load_model(cached, "float32")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()))
+    text = " ".join(data.dataset("wikitext2").evaluation.load(str(assets))[0][:400])
+    assert load_tokenizer(cached)(text).input_ids == tokenizer(text).input_ids
+    assert isinstance(AutoTokenizer.from_pretrained(cached.location), type(tokenizer))
