@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # WikiText-2 perplexity of every score / method at 50% unstructured, 4:8 and 2:4 on the real
 # SmolLM2-135M-Instruct model with the offline data, as one table (experiments/results/scores.md).
-# About 1-2 minutes per run on 2 CPU cores; 36 runs.
+# About 1-2 minutes per run on 2 CPU cores (dense GGUF weights cached after the first); 36 runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SYMPRUNE_ASSETS="${SYMPRUNE_ASSETS:-$(cd ../shared/assets && pwd)}"
 SWEEP="${SWEEP:-outputs/experiments/scores}"
 PYTHON="${PYTHON:-python}"
 COMMON=(calibration=wikitext2 calibration.nsamples=32 calibration.seqlen=512
-        eval.perplexity.datasets=[wikitext2] eval.perplexity.seqlen=1024 eval.perplexity.max_windows=16
+        eval.perplexity.datasets=[wikitext2] eval.perplexity.seqlen=1024 eval.perplexity.max_windows=8
         logger=none progress=false)
 PATTERNS=sparsity=unstructured,nm_4_8,nm_2_4
 
