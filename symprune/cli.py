@@ -15,7 +15,7 @@ import symprune.config  # noqa: F401  (registers the run schema in Hydra's Confi
 from symprune.loggers import make_logger
 from symprune.record import write_record
 from symprune.registry import ConfigError
-from symprune.resume import claim, config_hash, find_record
+from symprune.resume import claim, config_hash, find_record, reused_record
 from symprune.runner import base_record, execute, plan_run
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -27,11 +27,13 @@ def run_job(cfg: DictConfig) -> dict | None:
 
     In a multirun with ``resume=true`` a job whose config already has a record in the sweep
     directory is skipped, and so is one whose config another live job of the sweep is running.
+    A job whose config has a record in one of the ``reuse_from`` directories (an earlier sweep)
+    gets a copy of that record, marked ``reused_from``, instead of running again.
     """
     hydra_cfg = HydraConfig.get()
     plan = plan_run(cfg)
     record = base_record(plan, dict(hydra_cfg.runtime.choices))
-    record["config_hash"] = config_hash(record["config"])
+    record["config_hash"] = config_hash(record["config"], plan.method.describe())
     if hydra_cfg.mode != RunMode.MULTIRUN or not plan.settings.resume:
         return _run(plan, record, hydra_cfg, group=None)
     sweep_dir = hydra_cfg.sweep.dir
@@ -39,6 +41,12 @@ def run_job(cfg: DictConfig) -> dict | None:
     if existing is not None:
         log.info("skipped: this config's run record exists: %s", existing)
         return None
+    for directory in plan.settings.reuse_from:
+        earlier = find_record(directory, record["config_hash"])
+        if earlier is not None:
+            path = write_record(hydra_cfg.runtime.output_dir, reused_record(earlier, record, list(hydra_cfg.overrides.task)))
+            log.info("reused: the run record of the same config at %s (copied to %s)", earlier, path)
+            return None
     with claim(sweep_dir, record["config_hash"]) as claimed:
         if not claimed:
             log.info("skipped: another job of this sweep is running the same config")

@@ -121,6 +121,7 @@ class RunConfig:
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
     progress: bool = True
     resume: bool = True  # multirun: skip jobs whose config already has a run record in the sweep directory
+    reuse_from: List[str] = field(default_factory=list)  # multirun: earlier sweeps whose records of the same config are reused
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

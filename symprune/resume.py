@@ -1,5 +1,6 @@
 """Resumable sweeps: a job whose resolved config already has a run record in the sweep is skipped,
-and a job claims its config while it runs, so two jobs of one sweep never produce the same record."""
+a job claims its config while it runs, so two jobs of one sweep never produce the same record, and
+a record of the same config in an earlier sweep (``reuse_from``) can stand in for a new run."""
 
 from __future__ import annotations
 
@@ -14,24 +15,34 @@ from typing import Any, Iterator
 from symprune.record import RECORD_NAME
 
 # settings that do not change a run's results: tracking, progress bars, where the offline files are
-VOLATILE_KEYS = ("logger", "progress", "paths", "resume")
+VOLATILE_KEYS = ("logger", "progress", "paths", "resume", "reuse_from")
 CLAIMS_DIR = ".claims"
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    kept = {key: value for key, value in config.items() if key not in VOLATILE_KEYS}
+def config_hash(config: dict[str, Any], method: dict[str, Any]) -> str:
+    """Hash of what determines a run's results: the resolved config, its score, sparsity and refine
+    nodes replaced by the method's validated parameters (so 2 and 2.0, or group auto and the group
+    it resolves to, hash alike), without the settings that change nothing (VOLATILE_KEYS)."""
+    kept = {key: value for key, value in {**config, **method}.items() if key not in VOLATILE_KEYS}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def find_record(sweep_dir: str | Path, digest: str) -> Path | None:
-    """A complete run record of the same config anywhere in the sweep directory."""
-    for path in sorted(Path(sweep_dir).rglob(RECORD_NAME)):
+def find_record(directory: str | Path, digest: str) -> Path | None:
+    """A complete run record of the same config anywhere under the directory."""
+    for path in sorted(Path(directory).rglob(RECORD_NAME)):
         try:
-            if json.loads(path.read_text()).get("config_hash") == digest:
+            data = json.loads(path.read_text())
+            if config_hash(data["config"], data["method"]) == digest:
                 return path
-        except (OSError, json.JSONDecodeError):
+        except (OSError, KeyError, json.JSONDecodeError):
             continue
     return None
+
+
+def reused_record(earlier: Path, record: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The earlier run's record as this job's: its numbers, this job's config choices and overrides."""
+    data = json.loads(earlier.read_text())
+    return {**data, "choices": record["choices"], "overrides": overrides, "reused_from": str(earlier)}
 
 
 def _holder_alive(claim: Path) -> bool:

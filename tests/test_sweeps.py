@@ -78,3 +78,24 @@ def test_launcher_configs_compose():
     slurm = compose_run("hydra/launcher=slurm", hydra=True)
     assert parallel.hydra.launcher._target_.endswith("JoblibLauncher") and parallel.hydra.launcher.n_jobs == 2
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher") and slurm.hydra.launcher.gpus_per_node == 1
+
+
+def test_records_of_earlier_sweeps_are_reused(tiny_model_dir, assets, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = [a for a in sweep_args(tiny_model_dir, assets, first) if a != RATIOS]
+    done = symprune(*args, "sparsity.ratio=0.3,0.6")
+    assert done.returncode == 0, done.stderr[-3000:]
+    args = [a for a in sweep_args(tiny_model_dir, assets, second) if a != RATIOS]
+    done = symprune(*args, "sparsity.ratio=0.6,0.7", f"reuse_from=[{first}]", "score=ria")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.stdout + done.stderr).count("run record: ") == 2  # score=ria differs: nothing to reuse
+    done = symprune(*[a for a in sweep_args(tiny_model_dir, assets, tmp_path / "third") if a != RATIOS],
+                    "sparsity.ratio=0.6,0.7", f"reuse_from=[{first}]")
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert output.count("reused: the run record of the same config") == 1 and output.count("run record: ") == 1
+    reused = [json.loads(p.read_text()) for p in (tmp_path / "third").glob("*/results.json")]
+    (copy,) = [r for r in reused if "reused_from" in r]
+    original = json.loads(open(copy["reused_from"]).read())
+    assert copy["metrics"] == original["metrics"] and copy["config_hash"] == original["config_hash"]
+    assert "sparsity.ratio=0.6" in copy["overrides"] and copy["config"]["sparsity"]["ratio"] == 0.6
