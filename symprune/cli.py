@@ -30,6 +30,7 @@ def run_job(cfg: DictConfig) -> dict:
     group = Path(hydra_cfg.sweep.dir).name if multirun else None
     name = f"{Path(hydra_cfg.sweep.dir).name}/{hydra_cfg.job.num}" if multirun else Path(run_dir).name
     record = base_record(plan, dict(hydra_cfg.runtime.choices))
+    record["overrides"] = list(hydra_cfg.overrides.task)
     logger_settings = plan.settings.logger
     record["logger"] = {"backend": logger_settings.backend, "group": logger_settings.group or group, "name": name}
     logger = make_logger(logger_settings, record["config"], run_dir, name, group)

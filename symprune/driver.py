@@ -110,18 +110,22 @@ def collect_stats(block: nn.Module, linears: dict[str, nn.Module], inputs: Block
     hooks restore the sequence axis from the batch entering the block, so the
     statistics always count sequences.
     """
-    accumulators = {name: StatsAccumulator(weight_matrix(layer).shape[1], wanted, device) for name, layer in linears.items()}
+    accumulators = {
+        name: StatsAccumulator(weight_matrix(layer).shape[1], wanted, device, d_out=weight_matrix(layer).shape[0])
+        for name, layer in linears.items()
+    }
     batch = {"size": 1}
 
     def enter_block(module, args, kwargs):
         batch["size"] = (args[0] if args else kwargs["hidden_states"]).shape[0]
 
-    def add(accumulator: StatsAccumulator, layer_input: torch.Tensor) -> None:
-        accumulator.add_batch(layer_input.reshape(batch["size"], -1, layer_input.shape[-1]))
+    def add(accumulator: StatsAccumulator, layer_input: torch.Tensor, output: torch.Tensor) -> None:
+        size = batch["size"]
+        accumulator.add_batch(layer_input.reshape(size, -1, layer_input.shape[-1]), output.reshape(size, -1, output.shape[-1]))
 
     handles = [block.register_forward_pre_hook(enter_block, with_kwargs=True)]
     handles += [
-        layer.register_forward_hook(lambda module, args, output, acc=accumulators[name]: add(acc, args[0]))
+        layer.register_forward_hook(lambda module, args, output, acc=accumulators[name]: add(acc, args[0], output))
         for name, layer in linears.items()
     ]
     try:
@@ -170,6 +174,8 @@ def prune_model(
                 full_name = f"{prefix}.{index}.{name}"
                 weight = weight_matrix(layer)
                 result = method.prune_layer(full_name, weight, stats.get(name, LayerStats()))
+                if result.weight is not None:
+                    weight.copy_(result.weight)
                 weight.masked_fill_(result.pruned, 0)
                 zeros = int((weight == 0).sum())
                 reports.append(LayerReport(full_name, tuple(weight.shape), zeros, weight.numel(), result.info))

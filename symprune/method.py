@@ -14,7 +14,7 @@ import torch
 
 from symprune.patterns import PATTERNS
 from symprune.refine import REFINEMENTS
-from symprune.registry import Built
+from symprune.registry import Built, ConfigError
 from symprune.scores import SCORES
 from symprune.stats import LayerStats
 
@@ -23,6 +23,7 @@ from symprune.stats import LayerStats
 class LayerResult:
     pruned: torch.Tensor  # bool, True = weight set to zero
     info: dict[str, Any] = field(default_factory=dict)
+    weight: torch.Tensor | None = None  # updated weights, from methods that reconstruct (SparseGPT)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,11 @@ class PruningMethod:
         self.pattern.params.check_layer(name, d_out, d_in)
 
     def prune_layer(self, name: str, weight: torch.Tensor, stats: LayerStats) -> LayerResult:
-        scores = self.score.fn(weight, stats)
+        if self.score.meta("reconstructs"):
+            pruned, updated = self.score.fn(weight, stats, self.pattern)
+            return LayerResult(pruned, {}, updated)
+        context = {"layer": name} if self.score.meta("takes_layer") else {}
+        scores = self.score.fn(weight, stats, **context)
         pruned = self.pattern.fn(scores)
         pruned, info = self.refine.fn(weight, pruned, scores=scores, stats=stats, layer=name, pattern=self.pattern)
         return LayerResult(pruned, info)
@@ -60,6 +65,16 @@ def build_method(score_cfg, sparsity_cfg, refine_cfg) -> PruningMethod:
     """Validate the three config nodes and resolve ``group=auto`` to the score's reference group."""
     score = SCORES.build(score_cfg)
     pattern = PATTERNS.build(sparsity_cfg)
-    if getattr(pattern.params, "group", None) == "auto":
+    refine = REFINEMENTS.build(refine_cfg)
+    group = getattr(pattern.params, "group", None)
+    if group == "auto":
         pattern = Built(pattern.entry, dataclasses.replace(pattern.params, group=score.meta("group")))
-    return PruningMethod(score, pattern, REFINEMENTS.build(refine_cfg))
+    if score.meta("reconstructs"):
+        if refine.name != "none":
+            raise ConfigError(
+                f"score '{score.name}' chooses its mask while updating the weights; refine must be 'none', "
+                f"not '{refine.name}'"
+            )
+        if group == "row":
+            raise ConfigError(f"score '{score.name}' chooses its mask per block of columns: sparsity.group must be auto or layer")
+    return PruningMethod(score, pattern, refine)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-STATISTICS = ("sq_norm", "mean_sum", "var", "hessian")
+STATISTICS = ("sq_norm", "mean_sum", "var", "hessian", "out_sq_norm")
 
 
 @dataclass
@@ -26,6 +26,7 @@ class LayerStats:
     mean_sum[j]: mean over sequences of Σ_tokens x_j
     var[j]:      token-weighted mean of the within-sequence population variance of x_j
     hessian:     2/n · XᵀX over all n sequences' tokens (SparseGPT's H)
+    out_sq_norm[i]: mean over sequences of Σ_tokens y_i² for the layer's (dense) outputs y = x Wᵀ + b
     """
 
     n_sequences: int = 0
@@ -34,6 +35,7 @@ class LayerStats:
     mean_sum: torch.Tensor | None = None
     var: torch.Tensor | None = None
     hessian: torch.Tensor | None = None
+    out_sq_norm: torch.Tensor | None = None
 
     def require(self, name: str, who: str) -> torch.Tensor:
         value = getattr(self, name)
@@ -43,34 +45,39 @@ class LayerStats:
 
 
 class StatsAccumulator:
-    """Accumulates the requested statistics for one linear layer of input width ``d_in``."""
+    """Accumulates the requested statistics for one linear layer of shape (d_out, d_in)."""
 
-    def __init__(self, d_in: int, wanted: set[str] | frozenset[str], device: torch.device | str):
+    def __init__(self, d_in: int, wanted: set[str] | frozenset[str], device: torch.device | str, d_out: int = 0):
         unknown = set(wanted) - set(STATISTICS)
         if unknown:
             raise ValueError(f"unknown statistics {sorted(unknown)}; known: {', '.join(STATISTICS)}")
         self.stats = LayerStats()
         self.wanted = frozenset(wanted)
         for name in self.wanted:
-            shape = (d_in, d_in) if name == "hessian" else (d_in,)
+            shape = {"hessian": (d_in, d_in), "out_sq_norm": (d_out,)}.get(name, (d_in,))
             setattr(self.stats, name, torch.zeros(shape, dtype=torch.float32, device=device))
 
     @torch.no_grad()
-    def add_batch(self, inputs: torch.Tensor) -> None:
-        """Add a batch of sequences, shaped (batch, tokens, d_in) or (tokens, d_in)."""
+    def add_batch(self, inputs: torch.Tensor, outputs: torch.Tensor | None = None) -> None:
+        """Add a batch of sequences, shaped (batch, tokens, d_in) or (tokens, d_in), and the layer's outputs."""
+        if "out_sq_norm" in self.wanted and outputs is None:
+            raise ValueError("the statistic 'out_sq_norm' needs the layer's outputs")
         if inputs.dim() == 2:
             inputs = inputs.unsqueeze(0)
-        for sequence in inputs.reshape(inputs.shape[0], -1, inputs.shape[-1]):
-            self._add_sequence(sequence.t().float())
+        batch = inputs.shape[0]
+        inputs = inputs.reshape(batch, -1, inputs.shape[-1])
+        outputs = outputs.reshape(batch, -1, outputs.shape[-1]) if outputs is not None else [None] * batch
+        for sequence, sequence_out in zip(inputs, outputs):
+            self._add_sequence(sequence.t().float(), None if sequence_out is None else sequence_out.t().float())
 
-    def _add_sequence(self, x: torch.Tensor) -> None:
-        """x is (d_in, tokens) in float32, as the references lay it out."""
+    def _add_sequence(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        """x is (d_in, tokens) and y (d_out, tokens) in float32, as the references lay them out."""
         s = self.stats
         n, tokens = s.n_sequences, x.shape[1]
         if "var" in self.wanted:
             seq_var = torch.var(x, dim=1, unbiased=False)
             s.var = seq_var if s.n_tokens == 0 else (s.var * s.n_tokens + seq_var * tokens) / (s.n_tokens + tokens)
-        for name in ("sq_norm", "mean_sum", "hessian"):
+        for name in ("sq_norm", "mean_sum", "hessian", "out_sq_norm"):
             if name in self.wanted:
                 getattr(s, name).mul_(n / (n + 1))
         n += 1
@@ -81,4 +88,6 @@ class StatsAccumulator:
         if "hessian" in self.wanted:
             scaled = math.sqrt(2 / n) * x
             s.hessian += scaled.matmul(scaled.t())
+        if "out_sq_norm" in self.wanted:
+            s.out_sq_norm += torch.norm(y, p=2, dim=1) ** 2 / n
         s.n_sequences, s.n_tokens = n, s.n_tokens + tokens

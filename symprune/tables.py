@@ -1,9 +1,12 @@
 """Run records → tables. ``symprune-tables`` pivots the ``results.json`` records found under
 directories into a Markdown table of one metric.
 
-Row and column keys name a config group choice (``score``, ``sparsity``) or a dotted
-path into the resolved config (``refine.reweight``, ``calibration.nsamples``);
-several keys joined by commas make compound labels. Cells with no record show "–".
+Row and column keys name a config group choice (``score``, ``sparsity``), a dotted
+path into the resolved config (``refine.reweight``, ``calibration.nsamples``), or
+``overrides:<prefix>``: the run's command-line overrides starting with the prefix
+(e.g. ``overrides:score.`` labels a stochRIA run ``score.beta=0.5`` only where beta was
+overridden). Several keys joined by commas make compound labels (empty parts are
+dropped). Cells with no record show "–".
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class Record:
 
     def value(self, key: str) -> Any:
         """A group choice, else a dotted path into the config, else into the whole record."""
+        if key.startswith("overrides:"):
+            prefix = key.removeprefix("overrides:")
+            return " ".join(o for o in self.data.get("overrides", []) if o.startswith(prefix))
         if key in self.data.get("choices", {}):
             return self.data["choices"][key]
         for root in (self.data.get("config", {}), self.data):
@@ -35,7 +41,7 @@ class Record:
         return None
 
     def label(self, keys: Sequence[str]) -> str:
-        return ", ".join(str(self.value(key)) for key in keys)
+        return ", ".join(str(value) for value in map(self.value, keys) if value not in (None, ""))
 
 
 def _dotted(node: Any, key: str) -> Any:
@@ -72,6 +78,20 @@ def pivot(
     return row_labels, column_labels, cells
 
 
+def add_baseline_row(
+    records: Sequence[Record], columns: Sequence[str], metric: str, pivoted, name: str = "dense"
+):
+    """Prepend a row holding ``metric`` (e.g. the dense perplexity) of any record per column."""
+    row_labels, column_labels, cells = pivoted
+    baseline = {}
+    for record in records:
+        value = _dotted(record.data, metric)
+        if value is not None:
+            baseline.setdefault(record.label(columns), value)
+    cells = {**{(name, column): value for column, value in baseline.items() if column in column_labels}, **cells}
+    return [name, *row_labels], column_labels, cells
+
+
 def markdown(row_labels, column_labels, cells, row_title: str, digits: int = 2) -> str:
     lines = [
         "| " + " | ".join([row_title, *column_labels]) + " |",
@@ -89,12 +109,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rows", required=True, help="comma-separated keys labelling rows")
     parser.add_argument("--columns", required=True, help="comma-separated keys labelling columns")
     parser.add_argument("--metric", default="metrics.perplexity.wikitext2.pruned", help="dotted path in the record")
+    parser.add_argument("--baseline", help="dotted path of a metric shown as a first 'dense' row (e.g. the dense perplexity)")
     parser.add_argument("--digits", type=int, default=2)
     parser.add_argument("--out", help="write the Markdown table here (default: stdout)")
     args = parser.parse_args(argv)
     rows, columns = args.rows.split(","), args.columns.split(",")
-    table = markdown(*pivot(find_records(args.directories), rows, columns, args.metric), " / ".join(rows), args.digits)
+    records = find_records(args.directories)
+    pivoted = pivot(records, rows, columns, args.metric)
+    if args.baseline:
+        pivoted = add_baseline_row(records, columns, args.baseline, pivoted)
+    table = markdown(*pivoted, " / ".join(rows), args.digits)
     if args.out:
         Path(args.out).write_text(table)
     else:
         print(table, end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -39,7 +39,7 @@ def test_run_writes_record_and_wandb_offline(tiny_model_dir, assets, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "results.json").read_text())
 
-    assert record["config"]["score"] == {"name": "wanda"} and record["choices"]["score"] == "wanda"
+    assert record["config"]["score"]["input"] == "activation" and record["choices"]["score"] == "wanda"
     assert record["method"]["sparsity"] == {"name": "unstructured", "ratio": 0.5, "group": "row"}
     for name in ("wikitext2", "c4"):
         values = record["metrics"]["perplexity"][name]
@@ -94,7 +94,7 @@ def test_failed_run_leaves_no_record(tiny_model_dir, assets, tmp_path):
 def test_config_error_exits_before_work(tiny_model_dir, assets, tmp_path):
     done = symprune(*tiny(tiny_model_dir, assets, tmp_path, "score.name=wandaa"))
     assert done.returncode == 2
-    assert "unknown score 'wandaa'; valid score names: magnitude, ria, wanda" in done.stderr + done.stdout
+    assert "unknown score 'wandaa'; valid score names: magnitude, ria, sparsegpt, symwanda, wanda" in done.stderr + done.stdout
     assert not (tmp_path / "results.json").exists() and not (tmp_path / "wandb").exists()
 
 

@@ -34,11 +34,11 @@ def test_every_config_composes_and_validates(group, option):
 
 def test_default_run_plan(assets):
     plan = plan_run(compose_run(f"paths.assets={assets}"))
-    assert plan.method.describe() == {
-        "score": {"name": "wanda"},
-        "sparsity": {"name": "unstructured", "ratio": 0.5, "group": "row"},
-        "refine": {"name": "none"},
-    }
+    described = plan.method.describe()
+    assert described["score"]["name"] == "symwanda"
+    assert (described["score"]["input"], described["score"]["output"], described["score"]["a"]) == ("activation", "zero", 0)
+    assert described["sparsity"] == {"name": "unstructured", "ratio": 0.5, "group": "row"}
+    assert described["refine"] == {"name": "none"}
     assert plan.source.local and plan.source.gguf_file.endswith(".gguf")
     assert plan.needs_calibration
 
@@ -61,7 +61,9 @@ def tiny(directory, *overrides):
 
 
 def test_unknown_names_list_the_valid_ones(tiny_model_dir):
-    assert "valid score names: magnitude, ria, wanda" in plan_error(*tiny(tiny_model_dir, "score.name=sparsegptt"))
+    assert "valid score names: magnitude, ria, sparsegpt, symwanda, wanda" in plan_error(
+        *tiny(tiny_model_dir, "score.name=sparsegptt")
+    )
     assert "valid sparsity pattern names: nm, unstructured" in plan_error(*tiny(tiny_model_dir, "sparsity.pattern=diag"))
     assert "valid refinement names: none" in plan_error(*tiny(tiny_model_dir, "refine.name=polish"))
     assert "valid datasets: c4, wikitext2" in plan_error(*tiny(tiny_model_dir, "calibration.name=pile"))

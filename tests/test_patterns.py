@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from symprune.patterns import PATTERNS
-from symprune.patterns.nm import nm
+from symprune.patterns.nm import nm_mask as nm
 from symprune.patterns.unstructured import prune_per_layer, prune_per_row, unstructured
 from symprune.registry import ConfigError
 

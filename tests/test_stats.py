@@ -31,6 +31,18 @@ def test_statistics_equal_their_definitions():
     assert not torch.allclose(stats.var.double(), X.var(0, unbiased=False), rtol=1e-3)
 
 
+def test_output_norms_are_those_of_the_layer_outputs():
+    seqs = sequences()
+    weight = torch.randn(3, 6, generator=torch.Generator().manual_seed(5))
+    accumulator = StatsAccumulator(6, {"out_sq_norm"}, "cpu", d_out=3)
+    for sequence in seqs:
+        accumulator.add_batch(sequence.unsqueeze(0), (sequence @ weight.t()).unsqueeze(0))
+    Y = torch.cat([s.double() @ weight.t().double() for s in seqs])
+    assert torch.allclose(accumulator.stats.out_sq_norm.double(), (Y**2).sum(0) / len(seqs), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs the layer's outputs"):
+        accumulator.add_batch(seqs[0].unsqueeze(0))
+
+
 def test_recurrence_is_the_references_bit_for_bit():
     """The running means follow s ← s·n/(n+1); n ← n+1; s += f(x)/n in float32, op for op."""
     seqs = sequences(lengths=(8, 8, 8, 8, 8))
