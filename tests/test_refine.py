@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from conftest import compose_run, tiny_model
+from symprune import data
 from symprune.driver import prune_model
 from symprune.method import build_method
 from symprune.models import find_blocks
@@ -207,6 +210,27 @@ def test_unselected_sublayer_keeps_its_mask():
     assert result.info["abs_error_before"] == result.info["abs_error_after"] > 0
 
 
+@pytest.mark.real_model
+@pytest.mark.parametrize("refinement", ["dsnot", "r2-default"])
+@pytest.mark.parametrize("pattern", ["row70", "layer60", "nm2:4"])
+def test_real_model_layers_keep_their_zeros_and_lose_error(smollm2, assets, refinement, pattern):
+    """The first four blocks of SmolLM2, every linear refined: Σ|e_i| never grows, sparsity never changes."""
+    model, tokenizer = smollm2
+    candidate = copy.deepcopy(model)
+    candidate.model.layers = candidate.model.layers[:4]
+    calibration, _ = data.calibration_ids("wikitext2", tokenizer, 8, 256, 0, str(assets))
+    refine_cfg = {"sublayers": "all", **REFINEMENTS[refinement]}
+    reference = build_method({"name": "ria"}, PATTERNS[pattern], {"name": "none"})
+    method = build_method({"name": "ria"}, PATTERNS[pattern], refine_cfg)
+    unrefined = prune_model(copy.deepcopy(candidate), reference, calibration, progress=False)
+    report = prune_model(candidate, method, calibration, progress=False)
+    assert len(report.layers) == 28
+    for layer, first in zip(report.layers, unrefined.layers):
+        assert layer.info["refined"] == 1 and layer.info["swaps"] > 0, layer.name
+        assert layer.info["abs_error_after"] <= layer.info["abs_error_before"], layer.name
+        assert layer.zeros == first.zeros, layer.name  # the first block's masks are the same, and the counts
+
+
 # --- through the driver on every tiny family ---------------------------------------------------------------
 
 ATTENTION_LAYERS = {  # written out per family: an independent check of the attention/MLP classification
@@ -262,7 +286,7 @@ def test_bad_r2dsnot_values(tiny_model_dir):
     assert "unknown refine.reweight 'growing'; valid: none, grow, prune, both" in error("refine.reweight=growing")
     assert "refine.gamma1=-0.5 must be a finite number >= 0" in error("refine.gamma1=-0.5")
     assert "refine.gamma2=-1.0 must be a finite number >= 0" in error("refine.gamma2=-1")
-    assert "refine.norm_p=0.0 must be > 0" in error("refine.norm_p=0")
+    assert "refine.norm_p=0.5 must be a number >= 1 (or inf)" in error("refine.norm_p=0.5")
     assert "refine.reweight_scale=0.0 must be a finite number > 0" in error("refine.reweight_scale=0")
     assert "refine.alpha=-0.5 must be a finite number >= 0" in error("refine.alpha=-0.5")
     # DSnoT has no R² parameters

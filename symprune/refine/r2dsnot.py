@@ -42,8 +42,8 @@ class R2DSnoTParams(DSnoTParams):
         super().__post_init__()
         if self.reweight not in REWEIGHT_PHASES:
             raise ConfigError(f"unknown refine.reweight '{self.reweight}'; valid: {', '.join(REWEIGHT_PHASES)}")
-        if not self.norm_p > 0:
-            raise ConfigError(f"refine.norm_p={self.norm_p} must be > 0 (inf: the largest |W|)")
+        if math.isnan(self.norm_p) or self.norm_p < 1:
+            raise ConfigError(f"refine.norm_p={self.norm_p} must be a number >= 1 (or inf)")
         if not (math.isfinite(self.reweight_scale) and self.reweight_scale > 0):
             raise ConfigError(f"refine.reweight_scale={self.reweight_scale} must be a finite number > 0")
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
