@@ -343,3 +343,23 @@ def test_refinement_configs_describe_the_reference_defaults(tiny_model_dir):
         "sublayers": "attention",
     }
     assert {"sq_norm", "mean_sum", "var"} <= plan.method.required_stats
+
+
+def test_command_records_the_refinement_per_layer(tiny_model_dir, assets, tmp_path):
+    """``symprune refine=r2dsnot`` end to end: the run record and the W&B layer table carry the refinement's numbers."""
+    import json
+
+    from test_cli import symprune, tiny, wandb_run_dir
+
+    done = symprune(*tiny(tiny_model_dir, assets, tmp_path, "refine=r2dsnot", "refine.reweight=grow",
+                          "sparsity.ratio=0.6", "eval.perplexity.datasets=[wikitext2]"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["method"]["refine"]["name"] == "r2dsnot" and record["method"]["refine"]["reweight"] == "grow"
+    keys = {"refined", "cycles", "swaps", "active_rows", "abs_error_before", "abs_error_after"}
+    assert all(set(layer["info"]) == keys for layer in record["layers"])
+    assert [layer["info"]["refined"] for layer in record["layers"]] == [1, 1, 1, 1, 0, 0, 0] * 2  # attention only
+    assert sum(layer["info"]["swaps"] for layer in record["layers"]) > 0
+    (table_file,) = wandb_run_dir(tmp_path).glob("files/media/table/sparsity/layers_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["layer", "d_out", "d_in", "zeros", "numel", "sparsity", *sorted(keys)]
