@@ -363,3 +363,105 @@ def test_command_records_the_refinement_per_layer(tiny_model_dir, assets, tmp_pa
     (table_file,) = wandb_run_dir(tmp_path).glob("files/media/table/sparsity/layers_*.table.json")
     table = json.loads(table_file.read_text())
     assert table["columns"] == ["layer", "d_out", "d_in", "zeros", "numel", "sparsity", *sorted(keys)]
+
+
+# --- the reference's own behaviour (zyxxmu/DSnoT, lib/prune.py), re-expressed as a test oracle ------------
+
+
+def _reference_sign_reorder(values):
+    """The reference's reorder of the kept weights (ascending Wanda) by the sign of c: the negatives in
+    order, the positives reversed; a position whose c is 0 gets index 0 (a copy of the first candidate)."""
+    width = values.shape[1]
+    positions = torch.arange(width, dtype=torch.float64).repeat(values.shape[0], 1)
+    negative = torch.where(values < 0, positions, float("inf")).sort(dim=1).values
+    positive = torch.where(values > 0, positions, float("inf")).sort(dim=1).values.flip(dims=[1])
+    return (negative.nan_to_num(posinf=0) + positive.nan_to_num(posinf=0)).long()
+
+
+def reference_dsnot(weight, first, stats, *, m=None, max_cycles=50, threshold=0.1, var_power=1.0, scores=None):
+    """DSnoT as the reference computes it, defects included: the growing order spans the whole row (kept
+    weights at value 0), pointers move and masks are written for stopped rows too. Same-sign rule as there:
+    off for unstructured, on for N:M (whose prune candidate is the block's lowest first score, via topk)."""
+    W = weight.float()
+    c = W * stats.mean_sum.reshape(1, -1)
+    mask = first.clone()
+    grow_metric = torch.where(first, c, 0)
+    error = grow_metric.sum(dim=1, keepdim=True)
+    sign0 = torch.sign(error)
+    if var_power:
+        grow_metric = grow_metric / torch.pow(stats.var.reshape(1, -1), var_power)
+    grow_order = torch.sort(grow_metric, dim=1, stable=True).indices
+    rows = W.shape[0]
+    grow_ptr = torch.stack([torch.zeros(rows, dtype=torch.long), torch.full((rows,), W.shape[1] - 1)], dim=1)
+    step = torch.tensor([1, -1]).repeat(rows, 1)
+    active = torch.ones(rows, 1, dtype=torch.bool)
+    if m is None:
+        wanda = W.abs() * torch.sqrt(stats.sq_norm.reshape(1, -1))
+        kept_count = int((~first[0]).sum())
+        kept_order = torch.sort(wanda.masked_fill(first, float("inf")), dim=1, stable=True).indices[:, :kept_count]
+        prune_order = kept_order.gather(1, _reference_sign_reorder(c.gather(1, kept_order)))
+        prune_ptr = torch.stack([torch.zeros(rows, dtype=torch.long), torch.full((rows,), kept_count - 1)], dim=1)
+    else:
+        block_metric = scores.float().masked_fill(first, float("inf"))
+    for _ in range(max_cycles):
+        if not active.any():
+            break
+        side = (error > 0).long()
+        at = grow_ptr.gather(1, side)
+        grown = grow_order.gather(1, at)
+        if m is None:
+            grow_ptr.scatter_(1, side, at + step.gather(1, side))
+            prune_side = (error < 0).long()
+            prune_at = prune_ptr.gather(1, prune_side)
+            dropped = prune_order.gather(1, prune_at)
+            prune_ptr.scatter_(1, prune_side, prune_at + step.gather(1, prune_side))
+        else:
+            start = grown - grown % m
+            block = start + torch.arange(m).repeat(rows, 1)
+            dropped = start + torch.topk(block_metric.gather(1, block), 1, dim=1, largest=False).indices
+        grown_c, dropped_c = c.gather(1, grown), c.gather(1, dropped)
+        after = error + dropped_c - grown_c
+        active = active & (error.abs() > threshold)
+        if m is not None:
+            active = active & (sign0 == torch.sign(after))
+            block_metric.scatter_(1, dropped, float("inf"))
+        mask.scatter_(1, dropped, active)
+        mask.scatter_(1, grown, ~active)
+        error = error + torch.where(active, dropped_c, 0)
+        error = error - torch.where(active, grown_c, 0)
+        if m is not None:
+            grow_ptr.scatter_(1, side, at + step.gather(1, side))
+    return mask
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("pattern", ["row60", "row70", "nm2:4", "nm4:8"])
+@pytest.mark.parametrize("score", ["wanda", "ria"])
+def test_real_block0_masks_equal_the_reference(real_block0, pattern, score):
+    """At SmolLM2's widths the reference's defects never trigger: symprune's masks are the reference's."""
+    for name, (weight, stats) in real_block0.items():
+        first, refined, _, scores, _ = refine("dsnot", pattern, weight, stats, score, layer=name)
+        m = PATTERNS[pattern].get("m")
+        assert refined.equal(reference_dsnot(weight, first, stats, m=m, scores=scores)), name
+
+
+@pytest.mark.parametrize("pattern", ["row60", "row70", "nm2:4", "nm4:8"])
+def test_wide_random_masks_equal_the_reference(pattern):
+    for seed, score in enumerate(("wanda", "ria")):
+        weight, stats = random_layer((48, 768), 500 + seed)
+        first, refined, info, scores, _ = refine("dsnot", pattern, weight, stats, score)
+        assert info["swaps"] > 0
+        assert refined.equal(reference_dsnot(weight, first, stats, m=PATTERNS[pattern].get("m"), scores=scores))
+
+
+def test_the_reference_can_change_a_rows_zeros_on_narrow_layers():
+    """algorithms.md §4 item 8, the defect symprune does not copy: on a narrow layer the reference's
+    growing pointer reaches kept weights (value 0 in its order) and a row ends with extra zeros."""
+    changed = 0
+    for seed in range(10):  # 7 cycles: the reference's pruning pointer would run past its list after 8
+        weight, stats = random_layer((16, 16), 400 + seed)
+        first, refined, _, _, _ = refine("dsnot-var0-thr0", "row50", weight, stats)
+        reference = reference_dsnot(weight, first, stats, max_cycles=7, threshold=0.0, var_power=0.0)
+        assert refined.sum(dim=1).equal(first.sum(dim=1))
+        changed += int((reference.sum(dim=1) != first.sum(dim=1)).sum())
+    assert changed > 0
