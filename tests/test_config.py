@@ -65,7 +65,7 @@ def test_unknown_names_list_the_valid_ones(tiny_model_dir):
         *tiny(tiny_model_dir, "score.name=sparsegptt")
     )
     assert "valid sparsity pattern names: nm, unstructured" in plan_error(*tiny(tiny_model_dir, "sparsity.pattern=diag"))
-    assert "valid refinement names: none" in plan_error(*tiny(tiny_model_dir, "refine.name=polish"))
+    assert "valid refinement names: dsnot, none, r2dsnot" in plan_error(*tiny(tiny_model_dir, "refine.name=polish"))
     assert "valid datasets: c4, wikitext2" in plan_error(*tiny(tiny_model_dir, "calibration.name=pile"))
     assert "valid datasets: c4, wikitext2" in plan_error(*tiny(tiny_model_dir, "eval.perplexity.datasets=[ptb]"))
     assert "valid dtypes: float32, float16, bfloat16" in plan_error(*tiny(tiny_model_dir, "model.dtype=float8"))

@@ -13,3 +13,6 @@ REFINEMENTS = Registry("refinement")
 def none(weight, pruned, **context):
     """Keep the first mask."""
     return pruned, {}
+
+
+from symprune.refine import dsnot, r2dsnot  # noqa: E402,F401  (registration)
