@@ -90,6 +90,39 @@ def test_offline_preset_plans_the_seven_local_tasks(tiny_model_dir, assets):
     assert plan_run(compose_run(*tiny(tiny_model_dir, assets))).zeroshot is None  # the default eval: perplexity only
 
 
+OFFICIAL_SIZES = {"piqa": 1838, "boolq": 3270, "rte": 277, "winogrande": 1267, "openbookqa": 500, "arc_challenge": 1172, "hellaswag": 10042}
+
+
+def test_offline_sets_through_the_stock_definitions(tiny_model_dir, assets):
+    """Each offline set, built by lm-eval from its stock definition, has the official size, and its first
+    document renders to the stock prompt, choices and answer."""
+    suite = plan_run(compose_run(*offline(tiny_model_dir, assets))).zeroshot
+    assert set(suite.load_data()) == set(OFFICIAL_SIZES)
+    tasks = suite.manager.load(suite.specs())["tasks"]
+    assert {name: len(task.eval_docs) for name, task in tasks.items()} == OFFICIAL_SIZES
+
+    def first(name):
+        task = tasks[name]
+        doc = task.eval_docs[0]
+        return task.doc_to_text(doc), task.doc_to_choice(doc), task.doc_to_target(doc)
+
+    text, choices, target = first("arc_challenge")
+    assert text.startswith("Question: An astronomer observes that a planet rotates faster") and text.endswith("\nAnswer:")
+    assert choices[target] == "Planetary days will become shorter."  # answerKey C
+    text, choices, target = first("openbookqa")
+    assert text.startswith("A person wants to start saving money") and choices[target] == "quit eating lunch out"
+    assert first("hellaswag") == (
+        "Roof shingle removal: A man is sitting on a roof. he",
+        ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.", "is holding a rubik's cube.",
+         "starts pulling up roofing on a roof."],
+        3,
+    )
+    text, choices, target = first("boolq")
+    assert text.endswith("\nQuestion: does ethanol take more energy make that produces?\nAnswer:")
+    assert choices[target] == "no"  # answer: false
+    assert first("rte")[1:] == (["True", "False"], 1)
+
+
 def test_bad_zeroshot_settings_are_clear_errors(tiny_model_dir, assets, tmp_path):
     def error(*overrides):
         return plan_error(*offline(tiny_model_dir, assets, *overrides))
@@ -191,11 +224,45 @@ def test_own_task_on_local_files_with_the_dense_cache(tiny_model_dir, assets, tm
 
 # --- the real model on the offline benchmark sets --------------------------------------------
 
-REAL_LIMIT = 200
+
+def run_on_session_model(smollm2, monkeypatch, *overrides) -> tuple[dict, object]:
+    """symprune's run (plan, then execute) on a copy of the session's SmolLM2 model (instead of loading it
+    again): offline PIQA and WinoGrande, magnitude pruning to 90%; the run record and the pruned model."""
+    candidate = copy.deepcopy(smollm2[0])
+    monkeypatch.setattr(runner, "load_model", lambda *args: candidate)
+    plan = plan_run(compose_run(
+        "eval=zeroshot_offline", "eval.zeroshot.tasks=[piqa,winogrande]", "score=magnitude", "sparsity.ratio=0.9",
+        "eval.dense=false", "eval.perplexity.seqlen=128", "eval.perplexity.max_windows=1", "logger=none", "progress=false",
+        *overrides,
+    ))
+    return execute(plan, NoLogger()), candidate
 
 
-def stock_on_local_file(task: str, yaml_file: str, path: Path) -> dict:
-    """lm-eval's own definition of ``task`` reading a local JSON-lines file as its only (validation) split."""
+@pytest.mark.real_model
+def test_real_model_offline_piqa_winogrande_dense_vs_magnitude_90(smollm2, assets, tmp_path, monkeypatch):
+    """Through symprune, 200 examples per task: on PIQA the dense model is well above chance and magnitude
+    pruning to 90% clearly below it; WinoGrande is at chance for this small model either way."""
+    record, _ = run_on_session_model(
+        smollm2, monkeypatch, "eval.zeroshot.limit=200", f"paths.assets={assets}", f"paths.cache={tmp_path}"
+    )
+    dense, pruned = record["metrics"]["zeroshot"]["dense"], record["metrics"]["zeroshot"]["pruned"]
+    print(f"SmolLM2 offline zero-shot (200 examples): dense {dense}, magnitude 90% {pruned}")
+    assert record["metrics"]["sparsity"]["overall"] == pytest.approx(0.9, abs=1e-3)
+    assert record["zeroshot"]["dense_from_cache"] is False
+    assert dense["piqa"]["samples"] == pruned["winogrande"]["samples"] == 200
+
+    # PIQA: chance is 0.5; the dense model is more than three standard errors (0.034) above it, and pruning
+    # drops it by more than twice the standard error of the difference (about 0.05)
+    for metric in ("acc", "acc_norm"):
+        assert dense["piqa"][metric] > 0.5 + 3 * dense["piqa"][f"{metric}_stderr"]
+        assert pruned["piqa"][metric] < dense["piqa"][metric] - 0.1
+    # WinoGrande: this 135M model is at chance dense and pruned alike (measured 0.515 and 0.56 at 200 examples)
+    for scores in (dense, pruned):
+        assert abs(scores["winogrande"]["acc"] - 0.5) < 3 * scores["winogrande"]["acc_stderr"]
+
+
+def stock_on_local_file(yaml_file: str, path: Path) -> dict:
+    """lm-eval's own task definition reading a local JSON-lines file as its only (validation) split."""
     config = load_yaml(STOCK_TASKS / yaml_file)
     config.update(
         dataset_path="json", dataset_name=None, dataset_kwargs={"data_files": {"validation": str(path)}},
@@ -205,39 +272,30 @@ def stock_on_local_file(task: str, yaml_file: str, path: Path) -> dict:
 
 
 @pytest.mark.real_model
-def test_real_model_offline_piqa_winogrande_dense_vs_magnitude_90(smollm2, assets, tmp_path, monkeypatch):
-    """Through symprune: the dense model is well above chance, magnitude at 90% sparsity clearly below it; and
-    the pruned scores in the record are exactly what lm-eval's simple_evaluate returns on the same model."""
-    model, tokenizer = smollm2
-    candidate = copy.deepcopy(model)
-    monkeypatch.setattr(runner, "load_model", lambda *args: candidate)  # the session's model, not a second load
-    plan = plan_run(compose_run(
-        "eval=zeroshot_offline", "eval.zeroshot.tasks=[piqa,winogrande]", f"eval.zeroshot.limit={REAL_LIMIT}",
-        f"paths.assets={assets}", f"paths.cache={tmp_path}", "score=magnitude", "sparsity.ratio=0.9",
-        "eval.dense=false", "eval.perplexity.seqlen=128", "eval.perplexity.max_windows=1", "logger=none", "progress=false",
-    ))
-    record = execute(plan, NoLogger())
-    dense, pruned = record["metrics"]["zeroshot"]["dense"], record["metrics"]["zeroshot"]["pruned"]
-    print(f"SmolLM2 offline zero-shot ({REAL_LIMIT} examples): dense {dense}, magnitude 90% {pruned}")
-    assert record["metrics"]["sparsity"]["overall"] == pytest.approx(0.9, abs=1e-3)
-    assert dense["piqa"]["samples"] == dense["winogrande"]["samples"] == REAL_LIMIT
-
-    # chance is 0.5 on both; with 200 examples one standard error is about 0.035
-    assert dense["piqa"]["acc"] > 0.6 and dense["piqa"]["acc_norm"] > 0.6
-    assert dense["mean"]["acc"] > 0.55
-    assert pruned["piqa"]["acc"] < dense["piqa"]["acc"] - 0.08
-    assert pruned["mean"]["acc"] < dense["mean"]["acc"] - 0.05
-
+def test_recorded_scores_are_lm_evals_on_the_pruned_model_in_memory(smollm2, assets, monkeypatch):
+    """The pruned scores symprune records are exactly what lm-eval's simple_evaluate returns when called
+    directly on the same pruned model in memory."""
+    limit = 40
+    record, pruned_model = run_on_session_model(
+        smollm2, monkeypatch, f"eval.zeroshot.limit={limit}", "eval.zeroshot.batch_size=8", "eval.zeroshot.dense=false",
+        f"paths.assets={assets}",
+    )
+    recorded = record["metrics"]["zeroshot"]
+    assert list(recorded) == ["pruned"]
     direct = lm_eval.simple_evaluate(
-        model=HFLM(pretrained=candidate, tokenizer=tokenizer, batch_size=plan.settings.eval.zeroshot.batch_size),
+        model=HFLM(pretrained=pruned_model, tokenizer=smollm2[1], batch_size=8),
         tasks=[
-            stock_on_local_file("piqa", "piqa/piqa.yaml", assets / "piqa" / "valid.jsonl"),
-            stock_on_local_file("winogrande", "winogrande/default.yaml", assets / "winogrande" / "dev.jsonl"),
+            stock_on_local_file("piqa/piqa.yaml", assets / "piqa" / "valid.jsonl"),
+            stock_on_local_file("winogrande/default.yaml", assets / "winogrande" / "dev.jsonl"),
         ],
         num_fewshot=0,
-        limit=REAL_LIMIT,
+        limit=limit,
         log_samples=False,
     )
     for task in ("piqa", "winogrande"):
         lm_eval_scores = {key.split(",")[0]: value for key, value in direct["results"][task].items() if "acc" in key}
-        assert lm_eval_scores == {key: value for key, value in pruned[task].items() if key != "samples"}
+        assert lm_eval_scores == {key: value for key, value in recorded["pruned"][task].items() if key != "samples"}
+        assert recorded["pruned"][task]["samples"] == direct["n-samples"][task]["effective"] == limit
+    assert recorded["pruned"]["mean"]["acc"] == pytest.approx(
+        (direct["results"]["piqa"]["acc,none"] + direct["results"]["winogrande"]["acc,none"]) / 2
+    )

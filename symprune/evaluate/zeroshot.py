@@ -270,7 +270,7 @@ class CacheEntry:
 
 def cache_entry(directory: str | Path, key: dict[str, Any]) -> CacheEntry:
     digest = _sha256(json.dumps(key, sort_keys=True).encode())
-    return CacheEntry(Path(directory) / "zeroshot_dense" / f"{digest[:24]}.json", key)
+    return CacheEntry(Path(directory).expanduser().resolve() / "zeroshot_dense" / f"{digest[:24]}.json", key)
 
 
 def _sha256(data: bytes) -> str:
