@@ -88,6 +88,8 @@ def test_offline_preset_plans_the_seven_local_tasks(tiny_model_dir, assets):
     assert suite.local["rte"].files == {"validation": assets.resolve() / "rte" / "validation.parquet"}
     assert suite.local["arc_challenge"].layout == "arc_nested" and suite.local["piqa"].layout is None
     assert plan_run(compose_run(*tiny(tiny_model_dir, assets))).zeroshot is None  # the default eval: perplexity only
+    neither = ("eval.zeroshot.dense=false", "eval.zeroshot.pruned=false")
+    assert plan_run(compose_run(*offline(tiny_model_dir, assets, *neither))).zeroshot is None
 
 
 OFFICIAL_SIZES = {"piqa": 1838, "boolq": 3270, "rte": 277, "winogrande": 1267, "openbookqa": 500, "arc_challenge": 1172, "hellaswag": 10042}

@@ -184,7 +184,7 @@ def collect_scores(results: dict[str, Any], tasks: list[str]) -> ZeroShotResult:
 
 def plan_suite(settings: ZeroShotConfig, assets: str | None) -> ZeroShotSuite | None:
     """The zero-shot evaluation a config asks for (None: none), every name and file checked."""
-    if not settings.tasks:
+    if not settings.tasks or not (settings.dense or settings.pruned):
         return None
     for directory in settings.include_path:
         if not Path(directory).is_dir():
