@@ -8,8 +8,8 @@ their registries (``symprune.registry``), since each name has its own parameters
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -62,9 +62,60 @@ class PerplexityConfig:
 
 
 @dataclass
+class LocalTaskConfig:
+    """An lm-eval task read from local files: lm-eval's prompt and metrics, symprune's data location."""
+
+    task: Optional[str] = None  # the lm-eval task whose definition is reused; None: the entry's own name
+    dataset_path: str = "json"  # the `datasets` builder that reads the files: json, parquet, csv, text
+    data_files: Dict[str, str] = field(default_factory=dict)  # split (train/validation/test) -> file
+    layout: Optional[str] = None  # a converter of the files' fields to the task's (symprune/evaluate/layouts.py)
+
+    @classmethod
+    def from_entry(cls, name: str, entry: dict) -> LocalTaskConfig:
+        valid = [item.name for item in fields(cls)]
+        unknown = sorted(set(entry) - set(valid))
+        if unknown:
+            raise ConfigError(f"eval.zeroshot.local.{name}: unknown key {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+        if not isinstance(entry.get("data_files", {}), dict):
+            raise ConfigError(f"eval.zeroshot.local.{name}.data_files must map splits to files, e.g. {{validation: FILE}}")
+        return cls(**entry)
+
+
+@dataclass
+class ZeroShotConfig:
+    tasks: List[str] = field(default_factory=list)  # lm-eval task names; empty: no zero-shot evaluation
+    # Tasks read from local files: name -> LocalTaskConfig's fields. Untyped here (checked in __post_init__)
+    # because OmegaConf cannot add entries to a dict of dataclasses from the command line.
+    local: Dict[str, Any] = field(default_factory=dict)
+    include_path: List[str] = field(default_factory=list)  # extra lm-eval task YAML directories
+    limit: Optional[int] = None  # examples per task (the first ones); None: all
+    num_fewshot: int = 0
+    batch_size: Any = 8  # a positive integer, or "auto" (lm-eval's search for the largest that fits)
+    dense: bool = True  # evaluate the dense model (once: cached, see cache_dense)
+    pruned: bool = True  # evaluate the pruned model
+    cache_dense: bool = True  # reuse the dense result of an identical earlier evaluation (paths.cache)
+
+    def __post_init__(self):
+        self.local = {name: LocalTaskConfig.from_entry(name, entry) for name, entry in self.local.items()}
+        _positive("eval.zeroshot", limit=self.limit)
+        if self.num_fewshot < 0:
+            raise ConfigError(f"eval.zeroshot.num_fewshot={self.num_fewshot} must be 0 or more")
+        if self.batch_size != "auto" and not (
+            isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size > 0
+        ):
+            raise ConfigError(f"eval.zeroshot.batch_size={self.batch_size!r} must be a positive integer or 'auto'")
+        duplicates = sorted({name for name in self.tasks if self.tasks.count(name) > 1})
+        if duplicates:
+            raise ConfigError(f"eval.zeroshot.tasks lists {', '.join(duplicates)} more than once")
+        if "mean" in self.tasks:
+            raise ConfigError("eval.zeroshot.tasks: the name 'mean' is reserved for the mean over the tasks")
+
+
+@dataclass
 class EvalConfig:
-    dense: bool = True  # also evaluate the model before pruning
+    dense: bool = True  # also evaluate the model's perplexity before pruning
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
+    zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
 
 
 @dataclass
@@ -102,7 +153,7 @@ class PlacementConfig:
 @dataclass
 class PathsConfig:
     assets: Optional[str] = None  # offline assets directory; set: data are read from files there
-    cache: Optional[str] = "outputs/cache"  # results worth reusing across runs (dequantised GGUF models, ...)
+    cache: Optional[str] = "outputs/cache"  # results worth reusing across runs (dequantised GGUF models, dense zero-shot scores)
 
 
 @dataclass

@@ -41,6 +41,16 @@ class ModelSource:
         where = self.location + (f" / {self.gguf_file}" if self.gguf_file else "")
         return f"{'local' if self.local else 'hub'}: {where}"
 
+    def fingerprint(self) -> dict:
+        """What identifies the weights, for caches: the source and, for local files, their sizes and
+        modification times (a hub model is identified by its id and revision)."""
+        identity = {"source": self.describe(), "revision": self.revision}
+        if self.local:
+            root = Path(self.location)
+            files = [root / self.gguf_file] if self.gguf_file else sorted(p for p in root.iterdir() if p.is_file())
+            identity["files"] = {path.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in files}
+        return identity
+
 
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}

@@ -46,18 +46,22 @@ def git_state() -> dict[str, Any]:
 
 
 def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
-    """Write ``results.json`` atomically: a temporary file in the same directory, then a rename."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / RECORD_NAME
-    handle, temporary = tempfile.mkstemp(dir=run_dir, prefix=".results-", suffix=".json.tmp")
+    """Write ``results.json`` atomically (see ``write_json_atomic``)."""
+    target = Path(run_dir) / RECORD_NAME
+    write_json_atomic(target, record)
+    return target
+
+
+def write_json_atomic(target: Path, data: Any) -> None:
+    """A temporary file in the same directory, then a rename: readers never see a partial file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}-", suffix=".json.tmp")
     try:
         with os.fdopen(handle, "w") as stream:
-            json.dump(record, stream, indent=2, sort_keys=False, default=str)
+            json.dump(data, stream, indent=2, sort_keys=False, default=str)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return target

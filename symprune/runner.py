@@ -19,6 +19,7 @@ from symprune import data
 from symprune.config import RunConfig, settings
 from symprune.driver import PruneReport, prune_model
 from symprune.evaluate.perplexity import perplexity
+from symprune.evaluate.zeroshot import ZeroShotResult, ZeroShotSuite, cache_entry, plan_suite
 from symprune.loggers import RunLogger, flatten
 from symprune.method import PruningMethod, build_method
 from symprune.models import (
@@ -40,6 +41,7 @@ class Plan:
     method: PruningMethod
     source: ModelSource
     placement: Placement
+    zeroshot: ZeroShotSuite | None  # None: no zero-shot tasks
 
     @property
     def device(self) -> torch.device:
@@ -82,6 +84,7 @@ def plan_run(cfg: DictConfig) -> Plan:
         data.dataset(run.calibration.name).calibration.locate(assets)
     for name in run.eval.perplexity.datasets:
         data.dataset(name).evaluation.locate(assets)
+    zeroshot = plan_suite(run.eval.zeroshot, assets)
 
     model_config = load_config(source)
     for layer, (d_out, d_in) in linear_shapes(skeleton(model_config, source.trust_remote_code)).items():
@@ -93,7 +96,7 @@ def plan_run(cfg: DictConfig) -> Plan:
     for key, length in lengths.items():
         if limit is not None and length > limit:
             raise ConfigError(f"{key}={length} exceeds the model's {limit} positions")
-    return Plan(cfg, run, method, source, placement)
+    return Plan(cfg, run, method, source, placement, zeroshot)
 
 
 def _perplexities(plan: Plan, model, streams: dict, progress: bool, label: str) -> dict[str, Any]:
@@ -129,6 +132,8 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
             streams[name], origins[f"evaluation/{name}"] = data.evaluation_ids(
                 name, tokenizer, run.eval.perplexity.seqlen, run.paths.assets
             )
+        if plan.zeroshot:
+            origins |= {f"zeroshot/{name}": origin for name, origin in plan.zeroshot.load_data().items()}
     with timings.measure("load_model"):
         model = load_model(source, run.model.dtype, plan.placement.device_map)
         place_model(model, find_blocks(model)[0], plan.placement)
@@ -137,12 +142,20 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
     if run.eval.dense:
         with timings.measure("evaluation"):
             dense = _perplexities(plan, model, streams, progress, "dense")
+    zeroshot: dict[str, ZeroShotResult] = {}
+    zeroshot_record: dict[str, Any] = {}
+    if plan.zeroshot and plan.zeroshot.settings.dense:
+        with timings.measure("zeroshot"), streamed(find_blocks(model)[1], plan.placement):
+            zeroshot["dense"], zeroshot_record = _dense_zeroshot(plan, model, tokenizer)
     report = prune_model(
         model, plan.method, calibration, batch_size=run.calibration.batch_size, placement=plan.placement,
         timings=timings, progress=progress,
     )
     with timings.measure("evaluation"):
         pruned = _perplexities(plan, model, streams, progress, "pruned")
+    if plan.zeroshot and plan.zeroshot.settings.pruned:
+        with timings.measure("zeroshot"), streamed(find_blocks(model)[1], plan.placement):
+            zeroshot["pruned"] = plan.zeroshot.evaluate(model, tokenizer)
 
     metrics = {
         "perplexity": {
@@ -153,8 +166,12 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
         },
         "sparsity": {"overall": report.overall_sparsity, "target": plan.method.target_sparsity},
     }
+    if zeroshot:
+        metrics["zeroshot"] = {label: result.as_metrics() for label, result in zeroshot.items()}
     logger.log_metrics(flatten(metrics))
     logger.log_table("sparsity/layers", *_layer_table(report))
+    if zeroshot:
+        logger.log_table("zeroshot/tasks", *_zeroshot_table(zeroshot))
     record = {
         "method": plan.method.describe(),
         "model": {"source": plan.source.describe(), "loaded_from": source.describe(), "dtype": run.model.dtype,
@@ -162,6 +179,7 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
                   "placement": asdict(run.placement)},
         "data": origins,
         "metrics": metrics,
+        **({"zeroshot": zeroshot_record} if zeroshot_record else {}),
         "layers": [asdict(layer) | {"sparsity": layer.sparsity} for layer in report.layers],
         "timings": timings.as_dict(),
         "started": started,
@@ -174,6 +192,34 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
     logger.log_metrics({f"time/{phase}": seconds for phase, seconds in record["timings"].items()})
     _print_summary(metrics, report, timings)
     return record
+
+
+def _dense_zeroshot(plan: Plan, model, tokenizer) -> tuple[ZeroShotResult, dict[str, Any]]:
+    """The dense model's zero-shot scores: from the cache when an identical evaluation ran before."""
+    suite, run = plan.zeroshot, plan.settings
+    if not suite.settings.cache_dense or run.paths.cache is None:
+        return suite.evaluate(model, tokenizer), {"dense_from_cache": False, "dense_cache": None}
+    model_identity = plan.source.fingerprint() | {"dtype": run.model.dtype, "device": plan.device.type}
+    entry = cache_entry(run.paths.cache, {"model": model_identity, **suite.identity()})
+    result = entry.read()
+    from_cache = result is not None
+    if from_cache:
+        log.info("dense zero-shot scores from the cache: %s", entry.path)
+    else:
+        result = suite.evaluate(model, tokenizer)
+        entry.write(result)
+    return result, {"dense_from_cache": from_cache, "dense_cache": str(entry.path)}
+
+
+def _zeroshot_table(results: dict[str, ZeroShotResult]) -> tuple[list[str], list[list[Any]]]:
+    """One row per evaluated model (dense, pruned) and task, plus the means over tasks."""
+    metrics = ["acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "samples"]
+    rows = [
+        [label, task, *(values.get(metric) for metric in metrics)]
+        for label, result in results.items()
+        for task, values in result.as_metrics().items()
+    ]
+    return ["model", "task", *metrics], rows
 
 
 def _layer_table(report: PruneReport) -> tuple[list[str], list[list[Any]]]:
@@ -194,6 +240,11 @@ def _print_summary(metrics: dict[str, Any], report: PruneReport, timings: Timing
             "perplexity %s (%d windows of %d tokens): %spruned %.3f",
             name, values["windows"], values["seqlen"], dense, values["pruned"],
         )
+    for label, scores in metrics.get("zeroshot", {}).items():
+        for task, values in scores.items():
+            examples = f" ({values['samples']} examples)" if "samples" in values else ""
+            scores_ = ", ".join(f"{metric} {values[metric]:.4f}" for metric in ("acc", "acc_norm") if metric in values)
+            log.info("zero-shot %s %s%s: %s", label, task, examples, scores_)
     sparsities = [layer.sparsity for layer in report.layers]
     log.info(
         "sparsity: overall %.4f (target %.4f) over %d linear layers, per layer %.4f to %.4f",
