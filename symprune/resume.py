@@ -4,14 +4,18 @@ a record of the same config in an earlier sweep (``reuse_from``) can stand in fo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import socket
+import typing
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
+from symprune.config import RunConfig
 from symprune.record import RECORD_NAME
 
 # settings that do not change a run's results: tracking, progress bars, where the offline files are
@@ -22,9 +26,42 @@ CLAIMS_DIR = ".claims"
 def config_hash(config: dict[str, Any], method: dict[str, Any]) -> str:
     """Hash of what determines a run's results: the resolved config, its score, sparsity and refine
     nodes replaced by the method's validated parameters (so 2 and 2.0, or group auto and the group
-    it resolves to, hash alike), without the settings that change nothing (VOLATILE_KEYS)."""
-    kept = {key: value for key, value in {**config, **method}.items() if key not in VOLATILE_KEYS}
+    it resolves to, hash alike), without the settings that change nothing (VOLATILE_KEYS). A setting
+    that a record written by an earlier version lacks counts as its schema default, so adding an
+    option (with a default that keeps the old behaviour) does not orphan earlier records."""
+    complete = _with_defaults(config, _schema_defaults(RunConfig))
+    kept = {key: value for key, value in {**complete, **method}.items() if key not in VOLATILE_KEYS}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=None)
+def _schema_defaults_cached(schema: type) -> str:
+    defaults: dict[str, Any] = {}
+    hints = typing.get_type_hints(schema)
+    for field in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(hints[field.name]):
+            defaults[field.name] = _schema_defaults(hints[field.name])
+        elif field.default_factory is not dataclasses.MISSING:
+            value = field.default_factory()
+            defaults[field.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        elif field.default is not dataclasses.MISSING and field.default != "???":
+            defaults[field.name] = field.default
+    return json.dumps(defaults)
+
+
+def _schema_defaults(schema: type) -> dict[str, Any]:
+    """Every setting of a structured config that has a default, nested like the config."""
+    return json.loads(_schema_defaults_cached(schema))
+
+
+def _with_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(config)
+    for key, default in defaults.items():
+        if key not in merged:
+            merged[key] = default
+        elif isinstance(merged[key], dict) and isinstance(default, dict):
+            merged[key] = _with_defaults(merged[key], default)
+    return merged
 
 
 def find_record(directory: str | Path, digest: str) -> Path | None:

@@ -164,20 +164,33 @@ def pivot(records: Sequence[Record], rows: Sequence[str], columns: Sequence[str]
     cells: dict[tuple[str, str], float] = {}
     claimed: dict[tuple[str, str], list[Record]] = {}
     for record in sorted(records, key=lambda r: r.finished):
-        value = dotted(record.data, metric)
-        if value is None:
-            continue
-        row, column = record.label(rows), record.label(columns)
-        row_labels += [] if row in row_labels else [row]
-        column_labels += [] if column in column_labels else [column]
-        cells[row, column] = value
-        claimed.setdefault((row, column), []).append(record)
+        row = record.label(rows)
+        for column, value in metric_values(record, columns, metric):
+            row_labels += [] if row in row_labels else [row]
+            column_labels += [] if column in column_labels else [column]
+            cells[row, column] = value
+            claimed.setdefault((row, column), []).append(record)
     notes = [
         f"{len(group)} records for cell ({row} | {column}): using the newest, {group[-1].source}"
         for (row, column), group in claimed.items()
         if len(group) > 1
     ]
     return row_labels, column_labels, cells, notes
+
+
+def metric_values(record: Record, columns: Sequence[str], metric: str) -> list[tuple[str, Any]]:
+    """(column label, value) of a record: one, or with a ``*`` in the metric path (e.g.
+    ``metrics.zeroshot.pruned.*.acc``) one per key the ``*`` matches, the key ending the column label."""
+    label = record.label(columns)
+    if "*" not in metric:
+        value = dotted(record.data, metric)
+        return [] if value is None else [(label, value)]
+    head, tail = (part.strip(".") for part in metric.split("*", 1))
+    found = dotted(record.data, head)
+    if not isinstance(found, dict):
+        return []
+    pairs = [(key, dotted(node, tail) if tail else node) for key, node in found.items()]
+    return [(", ".join(filter(None, [label, key])), value) for key, value in pairs if isinstance(value, (int, float))]
 
 
 def _ordered(labels: list[str], preferred: Sequence[str] | None) -> list[str]:
@@ -194,9 +207,8 @@ def build_table(records: Sequence[Record], spec: dict[str, Any], title: str = ""
     if spec.get("baseline"):
         baseline = {}
         for record in records:
-            value = dotted(record.data, spec["baseline"])
-            if value is not None:
-                baseline.setdefault(record.label(columns), value)
+            for column, value in metric_values(record, columns, spec["baseline"]):
+                baseline.setdefault(column, value)
         if baseline:
             row_labels.insert(0, "dense")
             cells.update({("dense", column): value for column, value in baseline.items()})

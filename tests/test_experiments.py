@@ -39,8 +39,11 @@ def test_first_run_of_cpu_variant_completes_on_a_tiny_model(experiment, tiny_mod
     cfg = compose_run(
         f"experiment={experiment}", *first_job(experiment), "model=local", f"model.pretrained={tiny_model_dir}",
         f"paths.assets={assets}",
+        *(["eval.zeroshot.limit=4"] if compose_run(f"experiment={experiment}").eval.zeroshot.tasks else []),
     )
     record = execute(plan_run(cfg), NoLogger())
     ppl = record["metrics"]["perplexity"]["wikitext2"]["pruned"]
     assert math.isfinite(ppl) and ppl > 1
     assert record["metrics"]["sparsity"]["overall"] >= 0.5
+    if cfg.eval.zeroshot.tasks:
+        assert set(record["metrics"]["zeroshot"]["pruned"]) == {*cfg.eval.zeroshot.tasks, "mean"}

@@ -99,3 +99,21 @@ def test_records_of_earlier_sweeps_are_reused(tiny_model_dir, assets, tmp_path):
     original = json.loads(open(copy["reused_from"]).read())
     assert copy["metrics"] == original["metrics"] and copy["config_hash"] == original["config_hash"]
     assert "sparsity.ratio=0.6" in copy["overrides"] and copy["config"]["sparsity"]["ratio"] == 0.6
+
+
+def test_records_from_before_an_option_existed_hash_as_its_default():
+    """A record written before `eval.zeroshot` and `placement` existed stands for today's default config."""
+    from conftest import compose_run
+    from omegaconf import OmegaConf
+
+    from symprune.method import build_method
+    from symprune.resume import config_hash
+
+    cfg = compose_run("score=ria", "sparsity=nm_2_4")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    method = build_method(cfg.score, cfg.sparsity, cfg.refine).describe()
+    older = json.loads(json.dumps(config))
+    del older["eval"]["zeroshot"], older["placement"], older["save_model"]
+    assert config_hash(older, method) == config_hash(config, method)
+    older["eval"]["perplexity"]["seqlen"] = 512
+    assert config_hash(older, method) != config_hash(config, method)

@@ -123,3 +123,23 @@ def test_repository_specs_cover_every_paper_experiment():
     experiments = {p.stem.removesuffix("_cpu") for p in (CONFIG_DIR / "experiment").glob("*.yaml")}
     assert experiments - {"paper_protocol", "cpu_protocol"} <= set(specs)
     assert Record("x", {}).label(["score"]) == ""
+
+
+def test_zero_shot_table_has_a_column_per_task_and_a_dense_row():
+    def zeroshot(score, boolq, piqa, dense=None):
+        data = record(score, "unstructured", 0.0, experiment="t2z")
+        scores = {"boolq": {"acc": boolq}, "piqa": {"acc": piqa, "acc_norm": 0.9}, "mean": {"acc": (boolq + piqa) / 2}}
+        data["metrics"]["zeroshot"] = {"pruned": scores, **({"dense": dense} if dense else {})}
+        return Record(score, data)
+
+    dense = {"boolq": {"acc": 0.75}, "piqa": {"acc": 0.5}, "mean": {"acc": 0.625}}
+    spec = {"metric": "metrics.zeroshot.pruned.*.acc", "rows": ["score"], "columns": [],
+            "baseline": "metrics.zeroshot.dense.*.acc", "digits": 3}
+    table = build_table([zeroshot("wanda", 0.5, 0.25, dense), zeroshot("ria", 0.625, 0.5)], spec)
+    assert table.markdown().splitlines()[-5:] == [
+        "| score | boolq | piqa | mean |",
+        "|---|---|---|---|",
+        "| dense | 0.750 | 0.500 | 0.625 |",
+        "| wanda | 0.500 | 0.250 | 0.375 |",
+        "| ria | 0.625 | 0.500 | 0.562 |",
+    ]
