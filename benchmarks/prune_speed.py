@@ -22,6 +22,7 @@ import statistics
 import threading
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -29,12 +30,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import symprune.config  # noqa: F401  (the run schema)
-from symprune import data
 from symprune.driver import capture_block_inputs, prune_model, run_block
 from symprune.evaluate.perplexity import perplexity
-from symprune.models import find_blocks, load_model, load_tokenizer
-from symprune.placement import ActivationStore, place_model
-from symprune.runner import plan_run
+from symprune.models import find_blocks
+from symprune.placement import ActivationStore
+from symprune.runner import load_inputs, load_placed_model, plan_run
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 METHODS = {
@@ -43,6 +43,8 @@ METHODS = {
     "ria": ["score=ria"],
     "general_sym": ["score=general_sym"],
     "sparsegpt": ["score=sparsegpt"],
+    "dsnot": ["score=wanda", "refine=dsnot", "sparsity.group=row"],
+    "r2dsnot": ["score=wanda", "refine=r2dsnot", "sparsity.group=row"],
 }
 
 
@@ -122,13 +124,9 @@ def main() -> None:
         plans = {name: plan_run(compose("config", overrides=[*base, *METHODS[name]])) for name in names}
     plan = plans[names[0]]
     run = plan.settings
-    tokenizer = load_tokenizer(plan.source)
-    calibration, _ = data.calibration_ids(
-        run.calibration.name, tokenizer, run.calibration.nsamples, run.calibration.seqlen, run.calibration.seed, run.paths.assets
-    )
-    tokens, _ = data.evaluation_ids("wikitext2", tokenizer, run.eval.perplexity.seqlen, run.paths.assets)
-    dense = load_model(plan.source, run.model.dtype, plan.placement.device_map)
-    place_model(dense, find_blocks(dense)[0], plan.placement)
+    inputs = load_inputs(plan)
+    calibration, tokens = inputs.calibration, inputs.streams["wikitext2"]
+    dense = load_placed_model(plan)
     device = plan.device
 
     results: dict[str, list[float]] = {name: [] for name in names}
@@ -140,11 +138,9 @@ def main() -> None:
         for name in names:
             model = copy.deepcopy(dense)
             method_plan = plans[name]
-            seconds, peaks[name] = timed(
-                lambda: prune_model(model, method_plan.method, calibration, batch_size=run.calibration.batch_size,
-                                    placement=method_plan.placement, progress=False),
-                device,
-            )
+            prune = partial(prune_model, model, method_plan.method, calibration, batch_size=run.calibration.batch_size,
+                            placement=method_plan.placement, progress=False)
+            seconds, peaks[name] = timed(prune, device)
             results[name].append(seconds / floors[-1])
             del model
 
@@ -164,7 +160,7 @@ def main() -> None:
         f"{datetime.date.today()}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"device {device}; model {run.model.name} ({run.model.dtype}); calibration {run.calibration.name} "
         f"{run.calibration.nsamples} x {run.calibration.seqlen}, batch {run.calibration.batch_size}; "
-        f"median of {args.repeats} interleaved repeats; floor median {statistics.median(floors):.1f} s.",
+        f"median of {args.repeats} interleaved repeats.",
         "",
         f"| phase | time / floor | {memory_kind} (GiB) |",
         "|---|---|---|",

@@ -20,11 +20,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 import symprune.config  # noqa: F401  (the run schema)
-from symprune import data
 from symprune.driver import prune_model
 from symprune.method import build_method
-from symprune.models import load_model, load_tokenizer
-from symprune.runner import plan_run
+from symprune.runner import load_inputs, load_placed_model, plan_run
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 BETAS = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02)
@@ -60,13 +58,10 @@ def main() -> None:
         }
     plan = plan_run(cfg)
     run = plan.settings
-    tokenizer = load_tokenizer(plan.source)
-    calibration, _ = data.calibration_ids(
-        run.calibration.name, tokenizer, run.calibration.nsamples, run.calibration.seqlen, run.calibration.seed, run.paths.assets
-    )
-    model = load_model(plan.source, run.model.dtype, plan.device)
+    calibration = load_inputs(plan).calibration
+    model = load_placed_model(plan)
     method = RIAWithStochRIAShadows(plan.method, shadows)
-    prune_model(model, method, calibration, device=plan.device, progress=run.progress)
+    prune_model(model, method, calibration, placement=plan.placement, progress=run.progress)
 
     sublayers = list(method.differences[BETAS[0]])
     pattern = plan.method.describe()["sparsity"]

@@ -99,6 +99,40 @@ def plan_run(cfg: DictConfig) -> Plan:
     return Plan(cfg, run, method, source, placement, zeroshot)
 
 
+@dataclass
+class RunInputs:
+    tokenizer: Any
+    calibration: torch.Tensor | None  # (nsamples, seqlen) token ids; None when the method needs no statistics
+    streams: dict[str, torch.Tensor]  # evaluation set -> its token stream
+    origins: dict[str, str]  # "calibration/<name>", "evaluation/<name>" -> where the text came from
+
+
+def load_inputs(plan: Plan, source: ModelSource | None = None) -> RunInputs:
+    """The tokenizer and every token a run reads: calibration samples and perplexity streams."""
+    run = plan.settings
+    tokenizer = load_tokenizer(source or plan.source)
+    origins: dict[str, str] = {}
+    calibration = None
+    if plan.needs_calibration:
+        cal = run.calibration
+        calibration, origins[f"calibration/{cal.name}"] = data.calibration_ids(
+            cal.name, tokenizer, cal.nsamples, cal.seqlen, cal.seed, run.paths.assets
+        )
+    streams = {}
+    for name in run.eval.perplexity.datasets:
+        streams[name], origins[f"evaluation/{name}"] = data.evaluation_ids(
+            name, tokenizer, run.eval.perplexity.seqlen, run.paths.assets
+        )
+    return RunInputs(tokenizer, calibration, streams, origins)
+
+
+def load_placed_model(plan: Plan, source: ModelSource | None = None) -> torch.nn.Module:
+    """The dense model where the placement wants it (``source``: e.g. a dequantised copy of the plan's)."""
+    model = load_model(source or plan.source, plan.settings.model.dtype, plan.placement.device_map)
+    place_model(model, find_blocks(model)[0], plan.placement)
+    return model
+
+
 def _perplexities(plan: Plan, model, streams: dict, progress: bool, label: str) -> dict[str, Any]:
     settings_ = plan.settings.eval.perplexity
     input_device = model.get_input_embeddings().weight.device
@@ -119,24 +153,12 @@ def execute(plan: Plan, logger: RunLogger) -> dict[str, Any]:
     with timings.measure("load_model"):
         source = dequantized_copy(plan.source, run.model.dtype, run.paths.cache)
     with timings.measure("data"):
-        tokenizer = load_tokenizer(source)
-        origins = {}
-        calibration = None
-        if plan.needs_calibration:
-            cal = run.calibration
-            calibration, origins[f"calibration/{cal.name}"] = data.calibration_ids(
-                cal.name, tokenizer, cal.nsamples, cal.seqlen, cal.seed, run.paths.assets
-            )
-        streams = {}
-        for name in run.eval.perplexity.datasets:
-            streams[name], origins[f"evaluation/{name}"] = data.evaluation_ids(
-                name, tokenizer, run.eval.perplexity.seqlen, run.paths.assets
-            )
+        inputs = load_inputs(plan, source)
+        tokenizer, calibration, streams, origins = inputs.tokenizer, inputs.calibration, inputs.streams, inputs.origins
         if plan.zeroshot:
             origins |= {f"zeroshot/{name}": origin for name, origin in plan.zeroshot.load_data().items()}
     with timings.measure("load_model"):
-        model = load_model(source, run.model.dtype, plan.placement.device_map)
-        place_model(model, find_blocks(model)[0], plan.placement)
+        model = load_placed_model(plan, source)
 
     dense = {}
     if run.eval.dense:

@@ -121,7 +121,6 @@ def test_hub_data_while_offline_is_a_clear_error(tiny_model_dir, tmp_path):
 
 def test_saved_model_matches_the_record(tiny_model_dir, assets, tmp_path):
     """save_model writes a directory plain transformers loads; its sparsity and perplexity are the run's."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from symprune import data

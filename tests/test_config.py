@@ -1,7 +1,5 @@
 """Every config composes and validates; bad input is rejected, clearly, by the plan (before any weights load)."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
