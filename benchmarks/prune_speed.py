@@ -122,7 +122,10 @@ def main() -> None:
     names = args.methods.split(",")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         plans = {name: plan_run(compose("config", overrides=[*base, *METHODS[name]])) for name in names}
-    plan = plans[names[0]]
+    # the floor runs the calibration pass, so the inputs come from a method that needs calibration
+    plan = next((plan for plan in plans.values() if plan.needs_calibration), None)
+    if plan is None:
+        raise SystemExit("--methods: the floor needs calibration; include a method that uses statistics")
     run = plan.settings
     inputs = load_inputs(plan)
     calibration, tokens = inputs.calibration, inputs.streams["wikitext2"]

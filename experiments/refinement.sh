@@ -25,7 +25,7 @@ for nsamples in 8 32; do
         "${COMMON[@]}" hydra.sweep.dir="$SWEEP/n$nsamples-r2dsnot"
 done
 
-"$PYTHON" -m symprune.tables "$SWEEP"/n* --rows refine,refine.reweight --columns score,sparsity.ratio,calibration.nsamples \
+"$PYTHON" -m symprune.tables pivot "$SWEEP"/n* --rows refine,refine.reweight --columns score,sparsity.ratio,calibration.nsamples \
     --out experiments/results/refinement.md
 "$PYTHON" experiments/refinement_error.py "$SWEEP"/n* --out experiments/results/refinement_error.md
 cat experiments/results/refinement.md experiments/results/refinement_error.md

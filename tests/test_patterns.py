@@ -15,6 +15,19 @@ def test_per_row_hand_computed_with_stable_ties():
     assert prune_per_row(SCORES, 0.5).tolist() == [[F, T, T, F], [T, F, T, F]]
 
 
+@pytest.mark.parametrize("levels", [3, 16, None])  # few levels: many ties; None: continuous scores
+@pytest.mark.parametrize("ratio", [0.1, 0.5, 0.7])
+def test_per_row_selection_equals_a_stable_sort(levels, ratio):
+    generator = torch.Generator().manual_seed(levels or 0)
+    scores = torch.rand(33, 96, generator=generator)
+    if levels:
+        scores = (scores * levels).floor()
+    k = int(96 * ratio)
+    stable = torch.sort(scores, dim=1, stable=True).indices[:, :k]
+    expected = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, stable, True)
+    assert prune_per_row(scores, ratio).equal(expected)
+
+
 def test_per_row_count_uses_python_float_truncation():
     # 0.57 * 100 = 56.99999999999999 in floating point: 56 weights per row, as in the references
     pruned = prune_per_row(torch.rand(3, 100), 0.57)

@@ -33,10 +33,19 @@ class UnstructuredParams:
 
 
 def prune_per_row(scores: torch.Tensor, ratio: float) -> torch.Tensor:
-    """In every row zero the int(d_in·ratio) lowest scores; ties go to the lower column index."""
+    """In every row zero the int(d_in·ratio) lowest scores; ties go to the lower column index.
+
+    Equal to a stable sort's first k columns, at a selection's cost: each row's k-th smallest score t,
+    everything below t, and of the scores equal to t the leftmost ones still needed.
+    """
     k = int(scores.shape[1] * ratio)
-    order = torch.sort(scores, dim=1, stable=True)[1][:, :k]
-    return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, order, True)
+    if k == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(scores, k, dim=1, keepdim=True).values
+    below = scores < threshold
+    ties = scores == threshold
+    still_needed = k - below.sum(dim=1, keepdim=True)
+    return below | (ties & (torch.cumsum(ties, dim=1) <= still_needed))
 
 
 def prune_per_layer(scores: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -48,7 +57,7 @@ def prune_per_layer(scores: torch.Tensor, ratio: float) -> torch.Tensor:
     k = int(scores.numel() * ratio)
     if k == 0:
         return torch.zeros_like(scores, dtype=torch.bool)
-    threshold = torch.sort(scores.flatten())[0][k]
+    threshold = torch.kthvalue(scores.flatten(), k + 1).values  # sorted(scores)[k], without the sort
     return scores <= threshold
 
 
