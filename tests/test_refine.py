@@ -10,6 +10,7 @@ from symprune import data
 from symprune.driver import capture_block_inputs, collect_stats, prune_model
 from symprune.method import build_method
 from symprune.models import find_blocks, find_linears, weight_matrix
+from symprune.placement import ActivationStore, Placement
 from symprune.registry import ConfigError
 from symprune.runner import plan_run
 from symprune.scores.norms import weight_lp_norm
@@ -219,9 +220,10 @@ def real_block0(smollm2, assets):
     calibration, _ = data.calibration_ids("wikitext2", tokenizer, 8, 256, 0, str(assets))
     block = model.model.layers[0]
     linears = find_linears(block)
-    with torch.inference_mode():
-        inputs = capture_block_inputs(model, block, calibration, 1, "cpu", progress=False)
-        stats = collect_stats(block, linears, inputs, {"sq_norm", "mean_sum", "var"}, "cpu")
+    cpu = torch.device("cpu")
+    with ActivationStore(Placement(cpu)) as store, torch.inference_mode():
+        inputs = capture_block_inputs(model, block, calibration, 1, store, False)
+        stats = collect_stats(block, linears, inputs, {"sq_norm", "mean_sum", "var"}, cpu)
     return {f"model.layers.0.{name}": (weight_matrix(layer).detach().clone(), stats[name]) for name, layer in linears.items()}
 
 
