@@ -4,7 +4,6 @@ a panel per value of the panel keys. x values are placed in numeric order when t
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,19 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from symprune.tables import Record, dotted, newest_per_config  # noqa: E402
-
-
-def _x_order(values: list[Any]) -> list[Any]:
-    def number(value):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return None
-
-    if all(number(v) is not None for v in values):
-        return sorted(values, key=lambda v: (math.isinf(float(v)), float(v)))
-    return values
+from symprune.tables import Record, dotted, newest_per_config, numeric_order  # noqa: E402
 
 
 def plot_table(records: Sequence[Record], spec: dict[str, Any], path: Path, title: str = "") -> Path:
@@ -43,7 +30,7 @@ def plot_table(records: Sequence[Record], spec: dict[str, Any], path: Path, titl
         series = record.label(plot["series"])
         points.setdefault(panel, {}).setdefault(series, {})[x] = value
         xs += [] if x in xs else [x]
-    xs = _x_order(xs)
+    xs = numeric_order(xs)
     panels = list(points)
     figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for axis, panel in zip(axes[0], panels):

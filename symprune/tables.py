@@ -20,6 +20,7 @@ import argparse
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -193,9 +194,23 @@ def metric_values(record: Record, columns: Sequence[str], metric: str) -> list[t
     return [(", ".join(filter(None, [label, key])), value) for key, value in pairs if isinstance(value, (int, float))]
 
 
+def numeric_order(values: list[Any]) -> list[Any]:
+    """Numbers (or labels that read as numbers) in increasing order, ∞ last; anything else as given."""
+    def number(value):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+
+    if values and all(number(value) is not None for value in values):
+        return sorted(values, key=lambda value: (math.isinf(float(value)), float(value)))
+    return values
+
+
 def _ordered(labels: list[str], preferred: Sequence[str] | None) -> list[str]:
+    """The preferred labels first, in their order; the rest in numeric order when all are numbers."""
     preferred = [str(p) for p in preferred or []]
-    return [label for label in preferred if label in labels] + [label for label in labels if label not in preferred]
+    return [label for label in preferred if label in labels] + numeric_order([label for label in labels if label not in preferred])
 
 
 def build_table(records: Sequence[Record], spec: dict[str, Any], title: str = "") -> Table:

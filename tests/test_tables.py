@@ -143,3 +143,11 @@ def test_zero_shot_table_has_a_column_per_task_and_a_dense_row():
         "| wanda | 0.500 | 0.250 | 0.375 |",
         "| ria | 0.625 | 0.500 | 0.562 |",
     ]
+
+
+def test_numeric_row_labels_are_sorted_with_infinity_last():
+    records = [Record(str(p), {**record("ria", "nm_2_4", ppl, digest=str(p)), "method": {"score": {"p": p}}})
+               for p, ppl in ((float("inf"), 3.0), (2.0, 2.0), (10.0, 4.0), (1.0, 1.0))]
+    table = build_table(records, {"metric": "metrics.perplexity.wikitext2.pruned", "rows": ["method.score.p"],
+                                  "columns": ["sparsity"]})
+    assert table.rows == ["1.0", "2.0", "10.0", "inf"]
