@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # WikiText-2 perplexity of every score / method at 50% unstructured, 4:8 and 2:4 on the real
 # SmolLM2-135M-Instruct model with the offline data, as one table (experiments/results/scores.md).
-# About 1-2 minutes per run on 2 CPU cores (dense GGUF weights cached after the first); 36 runs.
+# About 3 minutes per run on one CPU core (dense GGUF weights cached after the first); 33 runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SYMPRUNE_ASSETS="${SYMPRUNE_ASSETS:-$(cd ../shared/assets && pwd)}"
