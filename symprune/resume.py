@@ -35,7 +35,8 @@ def config_hash(config: dict[str, Any], method: dict[str, Any]) -> str:
 
 
 @lru_cache(maxsize=None)
-def _schema_defaults_cached(schema: type) -> str:
+def _schema_defaults(schema: type) -> dict[str, Any]:
+    """Every setting of a structured config that has a default, nested like the config (shared: read only)."""
     defaults: dict[str, Any] = {}
     hints = typing.get_type_hints(schema)
     for field in dataclasses.fields(schema):
@@ -46,12 +47,7 @@ def _schema_defaults_cached(schema: type) -> str:
             defaults[field.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
         elif field.default is not dataclasses.MISSING and field.default != "???":
             defaults[field.name] = field.default
-    return json.dumps(defaults)
-
-
-def _schema_defaults(schema: type) -> dict[str, Any]:
-    """Every setting of a structured config that has a default, nested like the config."""
-    return json.loads(_schema_defaults_cached(schema))
+    return defaults
 
 
 def _with_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -77,9 +73,11 @@ def find_record(directory: str | Path, digest: str) -> Path | None:
 
 
 def reused_record(earlier: Path, record: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """The earlier run's record as this job's: its numbers, this job's config choices and overrides."""
+    """The earlier run's record as this job's: its numbers; this job's config choices, overrides and
+    config hash (the earlier record's may come from a version that hashed differently)."""
     data = json.loads(earlier.read_text())
-    return {**data, "choices": record["choices"], "overrides": overrides, "reused_from": str(earlier)}
+    return {**data, "choices": record["choices"], "overrides": overrides, "config_hash": record["config_hash"],
+            "reused_from": str(earlier)}
 
 
 def _holder_alive(claim: Path) -> bool:
