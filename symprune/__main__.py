@@ -1,3 +1,3 @@
-from symprune.cli import main
+from symprune.run.cli import main
 
 main()

@@ -2,21 +2,32 @@
 
 The config groups under ``conf/`` fill these dataclasses; Hydra rejects wrong
 types and unknown keys while composing, and ``settings()`` then runs the range
-checks (``__post_init__``). Score, sparsity and refinement nodes are checked by
-their registries (``symprune.registry``), since each name has its own parameters.
+checks (``__post_init__``). Every score, sparsity and refine option extends the
+schema of its component (``<group>/<name>_schema``, generated from the component's
+parameter dataclass by its registry), so those nodes are typed too; their ranges
+are checked when the registry builds the component.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from symprune.registry import ConfigError
+from symprune.errors import ConfigError
+from symprune.model.placement import ACTIVATION_HOMES
+from symprune.prune.patterns import PATTERNS
+from symprune.prune.refine import REFINEMENTS
+from symprune.prune.scores import SCORES
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 LOGGER_BACKENDS = ("wandb", "none")
 WANDB_MODES = ("online", "offline", "disabled")
 
@@ -28,14 +39,37 @@ def _positive(owner: str, **values: int | None) -> None:
 
 
 @dataclass
+class ShapeConfig:
+    """A synthetic model's dimensions; None: the size preset's."""
+
+    hidden_size: Optional[int] = None
+    intermediate_size: Optional[int] = None
+    num_layers: Optional[int] = None
+    num_heads: Optional[int] = None
+    num_kv_heads: Optional[int] = None
+    vocab_size: Optional[int] = None
+    max_positions: Optional[int] = None
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
     pretrained: Optional[str] = None  # hub id or local directory
     package: Optional[str] = None  # or: an installed Python package whose folder holds the files
+    requirement: Optional[str] = None  # the pip requirement that installs `package` (without its dependencies)
     gguf_file: Optional[str] = None  # a GGUF file inside that directory / package / hub repo
     dtype: str = "float32"
     revision: Optional[str] = None
     trust_remote_code: bool = False
+    # or a synthetic model (symprune/model/synthetic.py): set by size and/or architecture, random weights
+    size: Optional[str] = None  # a preset of a real model's shape (llama2_7b, ...)
+    architecture: Optional[str] = None  # a transformers model type (llama, opt, ...); None: the preset's
+    shape: ShapeConfig = field(default_factory=ShapeConfig)  # dimensions replacing the preset's
+    seed: Optional[int] = None  # the random weights' seed (None: 0)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.size is not None or self.architecture is not None
 
 
 @dataclass
@@ -56,6 +90,7 @@ class PerplexityConfig:
     seqlen: int = 2048
     batch_size: int = 1
     max_windows: Optional[int] = None  # None: every window (the papers' protocol)
+    cache_dense: bool = True  # reuse the dense perplexity of an identical earlier evaluation (paths.cache)
 
     def __post_init__(self):
         _positive("eval.perplexity", seqlen=self.seqlen, batch_size=self.batch_size, max_windows=self.max_windows)
@@ -120,17 +155,21 @@ class EvalConfig:
 
 @dataclass
 class LoggerConfig:
+    """W&B settings. ``None`` leaves a setting to W&B's environment (WANDB_MODE, WANDB_PROJECT,
+    WANDB_ENTITY, WANDB_DIR) and, where that is unset too, to symprune's default (loggers.py)."""
+
     backend: str = "wandb"
-    mode: str = "offline"
-    project: str = "symprune"
+    mode: Optional[str] = None  # online | offline | disabled
+    project: Optional[str] = None
     entity: Optional[str] = None
+    dir: Optional[str] = None  # where W&B writes its files
     group: Optional[str] = None  # default: one group per multirun sweep
     tags: List[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.backend not in LOGGER_BACKENDS:
             raise ConfigError(f"unknown logger backend '{self.backend}'; valid: {', '.join(LOGGER_BACKENDS)}")
-        if self.mode not in WANDB_MODES:
+        if self.mode is not None and self.mode not in WANDB_MODES:
             raise ConfigError(f"unknown W&B mode '{self.mode}'; valid modes: {', '.join(WANDB_MODES)}")
 
 
@@ -142,8 +181,6 @@ class PlacementConfig:
     device_map: Optional[str] = None  # accelerate's device_map at load ("auto", "balanced", ...): blocks run where they live
 
     def __post_init__(self):
-        from symprune.placement import ACTIVATION_HOMES
-
         if self.activations not in ACTIVATION_HOMES:
             raise ConfigError(f"unknown placement.activations '{self.activations}'; valid: {', '.join(ACTIVATION_HOMES)}")
         if self.device_map is not None and self.offload_blocks:
@@ -169,17 +206,75 @@ class RunConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     save_model: Optional[str] = None  # directory to save the pruned model to (save_pretrained + tokenizer)
     save_semi_structured: bool = False  # with 2:4 masks and CUDA: also export PyTorch's semi-structured format
+    save_masks: bool = True  # write masks.safetensors (every pruned layer's zeros) beside results.json
+    mask_from: Optional[str] = None  # a run directory or mask file: apply its masks instead of the pattern's
     device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
     progress: bool = True
     resume: bool = True  # multirun: skip jobs whose config already has a run record in the sweep directory
+    continue_on_error: bool = False  # multirun: run the valid jobs of a sweep with invalid ones, report those at the end
     reuse_from: List[str] = field(default_factory=list)  # multirun: earlier sweeps whose records of the same config are reused
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
+SCORES.store_schemas("score")
+PATTERNS.store_schemas("sparsity")
+REFINEMENTS.store_schemas("refine")
+
+
+COMPONENT_REGISTRIES = {"score": SCORES, "sparsity": PATTERNS, "refine": REFINEMENTS}
+
+
+def undeclared_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
+    """Keys of a composed node that its schema does not declare, each with the closest declared key.
+
+    Hydra's ``+key=value`` adds a key even to a typed node, and the typed config then silently carries
+    it without using it; symprune's groups are closed, so such a key is an error. The score, sparsity
+    and refine nodes are checked against their component's schema; free-form mappings (``Dict`` fields,
+    such as the local zero-shot tasks) are left to their own checks.
+    """
+    declared = {item.name: item for item in fields(schema)}
+    hints = typing.get_type_hints(schema)
+    problems = []
+    for key in node:
+        path = f"{prefix}{key}"
+        if key not in declared:
+            close = difflib.get_close_matches(str(key), list(declared), n=1)
+            if not close:  # a key one level too high, e.g. eval.max_windows for eval.perplexity.max_windows
+                close = [nested for nested in schema_paths(schema) if nested.rsplit(".", 1)[-1] == key][:1]
+            problems.append(f"{path}" + (f" (did you mean {prefix}{close[0]}?)" if close else ""))
+            continue
+        value = node[key]
+        if not isinstance(value, DictConfig):
+            continue
+        if dataclasses.is_dataclass(hints[key]):
+            problems += undeclared_keys(value, hints[key], f"{path}.")
+        elif key in COMPONENT_REGISTRIES:
+            registry = COMPONENT_REGISTRIES[key]
+            if value.get(registry.config_key) in registry.names():
+                problems += undeclared_keys(value, registry.schema(value[registry.config_key]), f"{path}.")
+    return problems
+
+
+def schema_paths(schema: type, prefix: str = "") -> list[str]:
+    """Every key a schema declares, nested ones as dotted paths."""
+    hints = typing.get_type_hints(schema)
+    paths = []
+    for item in fields(schema):
+        paths.append(prefix + item.name)
+        if dataclasses.is_dataclass(hints[item.name]):
+            paths += schema_paths(hints[item.name], f"{prefix}{item.name}.")
+    return paths
 
 
 def settings(cfg: DictConfig) -> RunConfig:
     """The composed config as dataclasses, with every range check run."""
+    undeclared = undeclared_keys(cfg, RunConfig)
+    if undeclared:
+        raise ConfigError(
+            f"unknown config key{'s' if len(undeclared) > 1 else ''} {', '.join(undeclared)}: symprune's config "
+            f"groups are closed, so a key added with '+' must be one their schema declares (`symprune --cfg job` "
+            f"lists every key)"
+        )
     try:
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as error:

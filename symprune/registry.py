@@ -1,24 +1,27 @@
 """Name → component registries, so a config name selects a pure function.
 
-A component is registered with a parameter dataclass. Building it from a config
-node checks the name, the parameter names and types (OmegaConf structured
-merge) and the ranges (the dataclass's ``__post_init__``), all before any
-model or data is touched.
+A component is registered with a parameter dataclass. ``store_schemas`` turns each
+into a structured config in Hydra's ConfigStore (``<group>/<name>_schema``: the
+selecting key plus the parameters with their defaults), which the option files of
+that group extend, so Hydra checks every key and type while composing. Building a
+component from a config node checks the name, the parameter names and types
+(OmegaConf structured merge) and the ranges (the dataclass's ``__post_init__``),
+all before any model or data is touched.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-
-class ConfigError(ValueError):
-    """A bad configuration value, reported before expensive work starts."""
+from symprune.errors import ConfigError
 
 
 @dataclass
@@ -100,3 +103,22 @@ class Registry:
                 f"(its parameters: {', '.join(allowed) or 'none'})"
             ) from None
         return Built(entry, params)
+
+    def schema(self, name: str) -> type:
+        """The structured config of one component: ``{config_key: name}`` followed by its parameters."""
+        entry = self.get(name)
+        hints = typing.get_type_hints(entry.params)
+        specs: list[tuple[str, Any, Any]] = [(self.config_key, str, field(default=name))]
+        for parameter in dataclasses.fields(entry.params):
+            if parameter.default_factory is not dataclasses.MISSING:
+                default = field(default_factory=parameter.default_factory)
+            else:
+                default = field(default=parameter.default)
+            specs.append((parameter.name, hints[parameter.name], default))
+        title = "".join(word.capitalize() for word in f"{name} {self.kind}".replace("_", " ").split())
+        return dataclasses.make_dataclass(title, specs)
+
+    def store_schemas(self, group: str) -> None:
+        """Every component's schema as the Hydra config ``<group>/<name>_schema``."""
+        for name in self.names():
+            ConfigStore.instance().store(group=group, name=f"{name}_schema", node=self.schema(name))

@@ -8,14 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    GPT2Config,
-    GPTNeoXConfig,
-    LlamaConfig,
-    OPTConfig,
-    Qwen2Config,
-)
+from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, OPTConfig, Qwen2Config
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ASSETS = REPO.parent / "shared" / "assets"
@@ -45,6 +38,70 @@ TINY_CONFIGS = {
         vocab_size=TINY_VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=0, eos_token_id=0
     ),
 }
+
+
+# Decoder-only families of transformers' current release, tiny and random, built from AutoConfig (no download):
+# model type, block list, and what each exercises on top of TINY_ARCHITECTURE.
+TINY_ARCHITECTURE = dict(
+    vocab_size=TINY_VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+)
+ALTERNATING = dict(sliding_window=8, layer_types=["sliding_attention", "full_attention"])
+HYBRID = dict(linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8,
+              layer_types=["linear_attention", "full_attention"])
+EXPERTS = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)
+ARCHITECTURES = {
+    "llama3": ("llama", "model.layers", dict(rope_parameters={
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64})),
+    "mistral": ("mistral", "model.layers", dict(sliding_window=8)),
+    "qwen3": ("qwen3", "model.layers", {}),
+    "qwen3_5": ("qwen3_5_text", "model.layers", HYBRID),
+    "gemma2": ("gemma2", "model.layers", ALTERNATING),
+    "gemma3": ("gemma3_text", "model.layers", ALTERNATING),
+    "gemma4": ("gemma4_text", "model.layers", dict(ALTERNATING, head_dim=16, global_head_dim=16,
+                                                   hidden_size_per_layer_input=0)),
+    "gemma4_moe": ("gemma4_text", "model.layers", dict(ALTERNATING, head_dim=16, global_head_dim=16,
+                                                       hidden_size_per_layer_input=0, enable_moe_block=True,
+                                                       num_experts=4, top_k_experts=2, moe_intermediate_size=32)),
+    "phi3": ("phi3", "model.layers", {}),
+    "olmo2": ("olmo2", "model.layers", {}),
+    "olmo3": ("olmo3", "model.layers", ALTERNATING),
+    "cohere": ("cohere", "model.layers", {}),
+    "stablelm": ("stablelm", "model.layers", {}),
+    "falcon": ("falcon", "transformer.h", {}),
+    "gptj": ("gptj", "transformer.h", dict(n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=256)),
+    "mpt": ("mpt", "transformer.blocks", dict(d_model=64, n_heads=4, n_layers=2)),
+    "bloom": ("bloom", "transformer.h", dict(n_layer=2, n_head=4)),
+    "mixtral": ("mixtral", "model.layers", dict(num_local_experts=4, num_experts_per_tok=2)),
+    "qwen3_moe": ("qwen3_moe", "model.layers", EXPERTS),
+    "olmoe": ("olmoe", "model.layers", EXPERTS),
+    "phimoe": ("phimoe", "model.layers", dict(num_local_experts=4, num_experts_per_tok=2)),
+    "deepseek_v3": ("deepseek_v3", "model.layers", dict(
+        n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, n_shared_experts=1, first_k_dense_replace=1,
+        n_group=1, topk_group=1, kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8,
+        v_head_dim=16)),
+    "qwen3_next": ("qwen3_next", "model.layers", dict(HYBRID, **EXPERTS, shared_expert_intermediate_size=32)),
+    "qwen3_5_moe": ("qwen3_5_moe_text", "model.layers", dict(HYBRID, **EXPERTS, shared_expert_intermediate_size=32)),
+    "falcon_h1": ("falcon_h1", "model.layers", dict(mamba_d_ssm=64, mamba_n_heads=4, mamba_d_state=8,
+                                                    mamba_chunk_size=8)),
+}
+
+
+def tiny_architecture(name: str, seed: int = 0, **changes) -> torch.nn.Module:
+    """A randomly initialised two-block model of ``ARCHITECTURES[name]``, with ``changes`` to its config."""
+    from transformers import AutoConfig
+
+    model_type, _, overrides = ARCHITECTURES[name]
+    config = AutoConfig.for_model(model_type, **{**TINY_ARCHITECTURE, **overrides, **changes})
+    config.use_cache = False
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture(params=sorted(ARCHITECTURES))
+def architecture(request) -> str:
+    return request.param
 
 
 def assets_dir() -> Path | None:
@@ -86,7 +143,7 @@ def smollm2_directory() -> str:
 @pytest.fixture(scope="session")
 def smollm2():
     """The real SmolLM2-135M-Instruct (dequantised GGUF) and its tokenizer, loaded once per session."""
-    from symprune.models import ModelSource, load_model, load_tokenizer
+    from symprune.model.loading import ModelSource, load_model, load_tokenizer
 
     source = ModelSource(smollm2_directory(), SMOLLM2_GGUF, True)
     return load_model(source, "float32"), load_tokenizer(source)

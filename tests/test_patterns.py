@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from symprune.patterns import PATTERNS
-from symprune.patterns.nm import nm_mask as nm
-from symprune.patterns.unstructured import prune_per_layer, prune_per_row, unstructured
-from symprune.registry import ConfigError
+from symprune.errors import ConfigError
+from symprune.prune.patterns import PATTERNS
+from symprune.prune.patterns.nm import nm_mask as nm
+from symprune.prune.patterns.unstructured import prune_per_layer, prune_per_row, unstructured
 
 T, F = True, False
 SCORES = torch.tensor([[3.0, 1.0, 2.0, 4.0], [1.0, 1.0, 0.0, 5.0]])

@@ -3,10 +3,25 @@
 import pytest
 import torch
 
-from symprune.patterns import PATTERNS
-from symprune.patterns.nm import nm_mask
-from symprune.patterns.permutation import channel_permutation, heuristic_reallocation, retained_score
-from symprune.registry import ConfigError
+from symprune.errors import ConfigError
+from symprune.prune.method import build_method
+from symprune.prune.patterns import PATTERNS
+from symprune.prune.patterns.nm import nm_mask
+from symprune.prune.patterns.permutation import (
+    assignment_gains,
+    channel_permutation,
+    heuristic_reallocation,
+    retained_score,
+)
+from symprune.prune.stats import LayerStats
+
+
+def nm_with_permutation(scores, n, m, permutation):
+    """The method's mask of a layer whose magnitude scores are ``scores`` (positive): the pattern applied in its
+    column order and mapped back."""
+    method = build_method({"name": "magnitude"}, {"pattern": "nm", "n": n, "m": m, "permutation": permutation},
+                          {"name": "none"})
+    return method.prune_layer("l", scores, LayerStats()).pruned
 
 
 def kept_score(scores, pruned):
@@ -27,8 +42,7 @@ def test_permutation_never_keeps_less_and_stays_nm_in_permuted_order(seed, n, m,
     generator = torch.Generator().manual_seed(seed)
     # column scales vary a lot, so which columns share a block matters
     scores = torch.rand(24, 8 * m, generator=generator) * torch.rand(8 * m, generator=generator) ** 3
-    params = PATTERNS.build({"pattern": "nm", "n": n, "m": m, "permutation": permutation})
-    pruned = params.fn(scores)
+    pruned = nm_with_permutation(scores, n, m, permutation)
     plain = nm_mask(scores, n, m)
     assert kept_score(scores, pruned) >= kept_score(scores, plain)
     assert (pruned.sum(1) == plain.sum(1)).all()
@@ -53,7 +67,7 @@ def test_layer_function_is_that_of_the_permuted_pruned_layer(permutation):
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(12, 32, generator=generator)
     scores = weight.abs() * torch.rand(32, generator=generator)
-    pruned = PATTERNS.build({"pattern": "nm", "n": 2, "m": 4, "permutation": permutation}).fn(scores)
+    pruned = nm_with_permutation(scores, 2, 4, permutation)
     index = channel_permutation(scores, 2, 4, assignment=permutation == "lsa")
     x = torch.randn(5, 32, generator=generator)
     original_layout = x @ weight.masked_fill(pruned, 0).t()
@@ -64,3 +78,19 @@ def test_layer_function_is_that_of_the_permuted_pruned_layer(permutation):
 def test_unknown_permutation_is_rejected():
     with pytest.raises(ConfigError, match="unknown N:M permutation 'random'; valid: none, heuristic, lsa"):
         PATTERNS.build({"pattern": "nm", "permutation": "random"})
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (1, 4), (3, 4), (4, 8)])
+def test_assignment_gains_equal_the_literal_definition(n, m):
+    """gains[r, b] = Σ_rows of the M−N largest scores of block b with its column at `position` replaced by
+    block r's, computed literally."""
+    generator = torch.Generator().manual_seed(n * 10 + m)
+    blocks = torch.rand(7, 5, m, generator=generator, dtype=torch.float64)
+    for position in range(m):
+        literal = torch.empty(5, 5, dtype=torch.float64)
+        for r in range(5):
+            for b in range(5):
+                trial = blocks[:, b].clone()
+                trial[:, position] = blocks[:, r, position]
+                literal[r, b] = torch.topk(trial, m - n, dim=-1).values.sum()
+        assert torch.allclose(assignment_gains(blocks, position, n, m), literal)

@@ -2,15 +2,15 @@
 
 import pytest
 import torch
+from conftest import TINY_VOCAB, tiny_model
 from transformers import AutoModelForCausalLM
 
-from conftest import TINY_VOCAB, tiny_model
-from symprune.driver import capture_block_inputs, collect_stats, prune_model
 from symprune.evaluate.perplexity import perplexity
-from symprune.method import build_method
-from symprune.models import find_blocks, find_linears
-from symprune.placement import ActivationStore, Placement, place_model, streamed
-from symprune.saving import save_pruned
+from symprune.model.placement import ActivationStore, Placement, place_model, streamed
+from symprune.model.saving import save_pruned
+from symprune.model.structure import find_blocks, find_matrices
+from symprune.prune.driver import capture_block_inputs, collect_stats, prune_model
+from symprune.prune.method import build_method
 
 CPU = torch.device("cpu")
 
@@ -69,12 +69,12 @@ def test_streamed_evaluation_equals_the_resident_model():
 @pytest.mark.parametrize("batch_size", [2, 3, 6])
 def test_batch_size_keeps_statistics_within_float_tolerance(family, batch_size):
     model = tiny_model(family)
-    first_block = find_blocks(model)[1][0]
+    blocks = find_blocks(model)[1]
     stats = {}
     for size in (1, batch_size):
         with ActivationStore(Placement(CPU)) as store, torch.inference_mode():
-            inputs = capture_block_inputs(model, first_block, calibration(), size, store, False)
-            stats[size] = collect_stats(first_block, find_linears(first_block), inputs, {"sq_norm", "mean_sum", "var", "hessian"}, CPU)
+            inputs = capture_block_inputs(model, blocks, calibration(), size, store, False)
+            stats[size] = collect_stats(blocks[0], find_matrices(blocks[0]), inputs, {"sq_norm", "mean_sum", "var", "hessian"}, CPU)
     for name in stats[1]:
         for statistic in ("sq_norm", "mean_sum", "var", "hessian"):
             one, batched = getattr(stats[1][name], statistic), getattr(stats[batch_size][name], statistic)

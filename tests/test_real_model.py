@@ -6,10 +6,10 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from symprune import data
-from symprune.driver import prune_model
 from symprune.evaluate.perplexity import perplexity
-from symprune.method import build_method
-from symprune.saving import save_pruned
+from symprune.model.saving import save_pruned
+from symprune.prune.driver import prune_model
+from symprune.prune.method import build_method
 
 pytestmark = pytest.mark.real_model
 
@@ -60,10 +60,11 @@ def test_wanda_between_dense_and_magnitude(smollm2, assets, tmp_path):
 def test_dequantized_cache_is_the_gguf_model(smollm2, assets, tmp_path):
     """The cached float copy of the GGUF model has the same weights and tokenises the same."""
     import torch
+    from conftest import SMOLLM2_GGUF, smollm2_directory
     from transformers import AutoTokenizer
 
-    from symprune.models import ModelSource, dequantized_copy, load_model, load_tokenizer
-    from conftest import SMOLLM2_GGUF, smollm2_directory
+    from symprune.model.dequantized import dequantized_copy
+    from symprune.model.loading import ModelSource, load_model, load_tokenizer
 
     model, tokenizer = smollm2
     source = ModelSource(smollm2_directory(), SMOLLM2_GGUF, True)
@@ -75,3 +76,30 @@ def test_dequantized_cache_is_the_gguf_model(smollm2, assets, tmp_path):
     text = " ".join(data.dataset("wikitext2").evaluation.load(str(assets))[0][:400])
     assert load_tokenizer(cached)(text).input_ids == tokenizer(text).input_ids
     assert isinstance(AutoTokenizer.from_pretrained(cached.location), type(tokenizer))
+
+
+def test_a_saved_mask_reapplied_gives_the_same_model(smollm2, assets, tmp_path, monkeypatch):
+    """Wanda's run writes its masks; mask_from applies them to a fresh copy of the model (no calibration, the
+    score is ignored): the same mask_sha256 and the same perplexity."""
+    from conftest import compose_run
+
+    from symprune.run import runner
+    from symprune.run.loggers import NoLogger
+    from symprune.run.plan import plan_run
+
+    def run(*overrides):
+        monkeypatch.setattr(runner, "load_placed", lambda *args: copy.deepcopy(smollm2[0]))
+        plan = plan_run(compose_run(
+            f"paths.assets={assets}", f"paths.cache={tmp_path / 'cache'}", "calibration.nsamples=8",
+            "calibration.seqlen=128", "eval.perplexity.datasets=[wikitext2]", "eval.perplexity.seqlen=256",
+            "eval.perplexity.max_windows=2", "logger=none", "progress=false", *overrides,
+        ))
+        return plan, runner.execute(plan, NoLogger())
+
+    _, wanda = run("score=wanda")
+    wanda.masks.save(tmp_path / "masks.safetensors")
+    plan, again = run(f"mask_from={tmp_path / 'masks.safetensors'}", "score=magnitude")
+    assert not plan.needs_calibration and "calibration/wikitext2" not in again.data
+    assert again.masks.sha256() == wanda.masks.sha256()
+    assert again.metrics["perplexity"]["wikitext2"]["pruned"] == wanda.metrics["perplexity"]["wikitext2"]["pruned"]
+    assert again.metrics["sparsity"] == wanda.metrics["sparsity"]

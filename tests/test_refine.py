@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import compose_run, tiny_model
+
 from symprune import data
-from symprune.driver import capture_block_inputs, collect_stats, prune_model
-from symprune.method import build_method
-from symprune.models import find_blocks, find_linears, weight_matrix
-from symprune.placement import ActivationStore, Placement
-from symprune.registry import ConfigError
-from symprune.runner import plan_run
-from symprune.scores.norms import weight_lp_norm
-from symprune.stats import LayerStats
+from symprune.errors import ConfigError
+from symprune.model.placement import ActivationStore, Placement
+from symprune.model.structure import find_blocks, find_matrices
+from symprune.prune.driver import capture_block_inputs, collect_stats, prune_model
+from symprune.prune.method import build_method
+from symprune.prune.scores.norms import weight_lp_norm
+from symprune.prune.stats import LayerStats
+from symprune.run.plan import plan_run
 
 SHAPES = [(5, 16), (24, 64), (64, 96)]
 PATTERNS = {
@@ -60,11 +60,11 @@ def refine(refinement, pattern, weight, stats, score="wanda", layer="model.layer
     method = build_method({"name": score}, PATTERNS[pattern], {"sublayers": "all", **REFINEMENTS[refinement]})
     scores = method.score.fn(weight, stats)
     first = method.pattern.fn(scores)
-    refined, info = method.refine.fn(weight, first, scores=scores, stats=stats, layer=layer, pattern=method.pattern)
+    refined, info = method.refine.fn(weight, first, scores=scores, stats=stats, layer=layer, contract=method.contract)
     return first, refined, info, scores, method.refine.param_dict()
 
 
-# --- the plain per-row loop, written from algorithms.md §4 and the README, one row at a time ---------------
+# --- the plain per-row loop, written from docs/methods.md §4.1 and the README, one row at a time ---------------
 
 
 def loop_refine(weight, pruned, scores, stats, m, *, max_cycles=50, update_threshold=0.1, var_power=1.0,
@@ -174,8 +174,8 @@ def test_r2dsnot_with_every_switch_off_is_dsnot(pattern):
 
 def test_r2_pruning_order_is_ria_at_its_defaults():
     """reweight=prune, p=1, α=0.5: the unstructured pruning order is the RIA score, up to rounding."""
-    from symprune.refine.r2dsnot import R2DSnoTParams, r2_rankings
-    from symprune.scores.ria import ria
+    from symprune.prune.refine.r2dsnot import R2DSnoTParams, r2_rankings
+    from symprune.prune.scores.ria import ria
 
     weight, stats = random_layer((32, 48), 7)
     rankings = r2_rankings(weight, weight * stats.mean_sum, weight.abs(), stats, False, R2DSnoTParams())
@@ -190,7 +190,9 @@ def test_error_and_info_are_reported():
     after = torch.where(refined, contributions, 0).sum(1).abs().sum()
     assert info["abs_error_before"] == pytest.approx(float(before))
     assert info["abs_error_after"] == pytest.approx(float(after))
-    assert set(info) == {"refined", "cycles", "swaps", "active_rows", "abs_error_before", "abs_error_after"}
+    assert info["error_grew"] == int(after > before)
+    assert set(info) == {"refined", "cycles", "swaps", "active_rows", "abs_error_before", "abs_error_after",
+                         "error_grew"}
 
 
 @pytest.mark.parametrize("refinement", ["dsnot", "r2-default"])
@@ -219,12 +221,12 @@ def real_block0(smollm2, assets):
     model, tokenizer = smollm2
     calibration, _ = data.calibration_ids("wikitext2", tokenizer, 8, 256, 0, str(assets))
     block = model.model.layers[0]
-    linears = find_linears(block)
+    matrices = find_matrices(block)
     cpu = torch.device("cpu")
     with ActivationStore(Placement(cpu)) as store, torch.inference_mode():
-        inputs = capture_block_inputs(model, block, calibration, 1, store, False)
-        stats = collect_stats(block, linears, inputs, {"sq_norm", "mean_sum", "var"}, cpu)
-    return {f"model.layers.0.{name}": (weight_matrix(layer).detach().clone(), stats[name]) for name, layer in linears.items()}
+        inputs = capture_block_inputs(model, model.model.layers, calibration, 1, store, False)
+        stats = collect_stats(block, matrices, inputs, {"sq_norm", "mean_sum", "var"}, cpu)
+    return {f"model.layers.0.{name}": (matrix.weight.detach().clone(), stats[name]) for name, matrix in matrices.items()}
 
 
 def refine_block(real_block0, refinement, pattern, score):
@@ -320,7 +322,7 @@ def test_bad_refinement_values(tiny_model_dir, refine):
     assert "refine.max_cycles=-3 must be a positive integer" in error("refine.max_cycles=-3")
     assert "unknown refine.sublayers 'attn'; valid: attention, mlp, all" in error("refine.sublayers=attn")
     assert "refine.var_power=-1.0 (the variance exponent γ) must be a finite number >= 0" in error("refine.var_power=-1")
-    assert "(its parameters:" in error("+refine.reweight_typo=grow")
+    assert "unknown config key refine.reweight_typo" in error("+refine.reweight_typo=grow")
 
 
 def test_bad_r2dsnot_values(tiny_model_dir):
@@ -334,7 +336,7 @@ def test_bad_r2dsnot_values(tiny_model_dir):
     assert "refine.reweight_scale=0.0 must be a finite number > 0" in error("refine.reweight_scale=0")
     assert "refine.alpha=-0.5 must be a finite number >= 0" in error("refine.alpha=-0.5")
     # DSnoT has no R² parameters
-    assert "(its parameters: max_cycles" in plan_error(tiny_model_dir, "refine=dsnot", "+refine.reweight=grow")
+    assert "unknown config key refine.reweight" in plan_error(tiny_model_dir, "refine=dsnot", "+refine.reweight=grow")
 
 
 def test_refinement_configs_describe_the_reference_defaults(tiny_model_dir):
@@ -358,10 +360,14 @@ def test_command_records_the_refinement_per_layer(tiny_model_dir, assets, tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["method"]["refine"]["name"] == "r2dsnot" and record["method"]["refine"]["reweight"] == "grow"
-    keys = {"refined", "cycles", "swaps", "active_rows", "abs_error_before", "abs_error_after"}
+    keys = {"refined", "cycles", "swaps", "active_rows", "abs_error_before", "abs_error_after", "error_grew"}
     assert all(set(layer["info"]) == keys for layer in record["layers"])
     assert [layer["info"]["refined"] for layer in record["layers"]] == [1, 1, 1, 1, 0, 0, 0] * 2  # attention only
     assert sum(layer["info"]["swaps"] for layer in record["layers"]) > 0
+    totals = record["metrics"]["layer_totals"]  # what a table of whole runs reads
+    assert totals["swaps"] == sum(layer["info"]["swaps"] for layer in record["layers"]) and totals["refined"] == 8
+    assert totals["error_grew"] == sum(layer["info"]["abs_error_after"] > layer["info"]["abs_error_before"]
+                                       for layer in record["layers"])
     (table_file,) = wandb_run_dir(tmp_path).glob("files/media/table/sparsity/layers_*.table.json")
     table = json.loads(table_file.read_text())
     assert table["columns"] == ["layer", "d_out", "d_in", "zeros", "numel", "sparsity", *sorted(keys)]
@@ -457,7 +463,7 @@ def test_wide_random_masks_equal_the_reference(pattern):
 
 
 def test_the_reference_can_change_a_rows_zeros_on_narrow_layers():
-    """algorithms.md §4 item 8, the defect symprune does not copy: on a narrow layer the reference's
+    """The narrow-layer defect symprune does not copy (README, Refinement): on a narrow layer the reference's
     growing pointer reaches kept weights (value 0 in its order) and a row ends with extra zeros."""
     changed = 0
     for seed in range(10):  # 7 cycles: the reference's pruning pointer would run past its list after 8

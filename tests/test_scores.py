@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from symprune.method import build_method
-from symprune.registry import ConfigError
-from symprune.scores import SCORES
-from symprune.stats import LayerStats, StatsAccumulator
+from symprune.errors import ConfigError
+from symprune.prune.method import build_method
+from symprune.prune.scores import SCORES
+from symprune.prune.stats import LayerStats, StatsAccumulator
 
 W = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
 STATS = LayerStats(sq_norm=torch.tensor([4.0, 9.0]))  # column norms 2 and 3

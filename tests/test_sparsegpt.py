@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-
 from conftest import compose_run, tiny_model
-from symprune.driver import prune_model
-from symprune.method import build_method
-from symprune.registry import ConfigError
-from symprune.scores.sparsegpt import inverse_hessian_factor
-from symprune.stats import StatsAccumulator
+
+from symprune.errors import ConfigError
+from symprune.prune.driver import prune_model
+from symprune.prune.method import build_method
+from symprune.prune.scores.sparsegpt import inverse_hessian_factor
+from symprune.prune.stats import StatsAccumulator
 
 
 def correlated_layer(seed=0, d_out=64, d_in=96, tokens=512):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from symprune.stats import StatsAccumulator
+from symprune.prune.stats import StatsAccumulator
 
 ALL = {"sq_norm", "mean_sum", "var", "hessian"}
 

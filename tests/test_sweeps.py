@@ -49,7 +49,7 @@ def test_killed_sweep_resumes_with_exactly_the_missing_runs(tiny_model_dir, asse
 
 
 def test_a_config_claimed_by_a_live_job_is_skipped(tmp_path):
-    from symprune.resume import claim
+    from symprune.run.resume import claim
 
     with claim(tmp_path, "abc") as first:
         assert first
@@ -95,25 +95,23 @@ def test_records_of_earlier_sweeps_are_reused(tiny_model_dir, assets, tmp_path):
     output = done.stdout + done.stderr
     assert output.count("reused: the run record of the same config") == 1 and output.count("run record: ") == 1
     reused = [json.loads(p.read_text()) for p in (tmp_path / "third").glob("*/results.json")]
-    (copy,) = [r for r in reused if "reused_from" in r]
+    (copy,) = [r for r in reused if r["reused_from"]]
     original = json.loads(open(copy["reused_from"]).read())
     assert copy["metrics"] == original["metrics"] and copy["config_hash"] == original["config_hash"]
     assert "sparsity.ratio=0.6" in copy["overrides"] and copy["config"]["sparsity"]["ratio"] == 0.6
 
 
-def test_records_from_before_an_option_existed_hash_as_its_default():
-    """A record written before `eval.zeroshot` and `placement` existed stands for today's default config."""
+def test_records_from_before_an_option_existed_hash_as_its_default(tiny_model_dir, assets):
+    """An identity written before `eval.zeroshot` and `save_masks` existed stands for today's default config."""
     from conftest import compose_run
-    from omegaconf import OmegaConf
 
-    from symprune.method import build_method
-    from symprune.resume import config_hash
+    from symprune.run.identity import config_hash
+    from symprune.run.plan import plan_run
 
-    cfg = compose_run("score=ria", "sparsity=nm_2_4")
-    config = OmegaConf.to_container(cfg, resolve=True)
-    method = build_method(cfg.score, cfg.sparsity, cfg.refine).describe()
-    older = json.loads(json.dumps(config))
-    del older["eval"]["zeroshot"], older["placement"], older["save_model"]
-    assert config_hash(older, method) == config_hash(config, method)
-    older["eval"]["perplexity"]["seqlen"] = 512
-    assert config_hash(older, method) != config_hash(config, method)
+    plan = plan_run(compose_run("model=local", f"model.pretrained={tiny_model_dir}", f"paths.assets={assets}",
+                                "score=ria", "sparsity=nm_2_4"))
+    older = json.loads(json.dumps(plan.identity))
+    del older["config"]["eval"]["zeroshot"], older["config"]["eval"]["perplexity"]["cache_dense"]
+    assert config_hash(older) == plan.config_hash
+    older["config"]["eval"]["perplexity"]["seqlen"] = 512
+    assert config_hash(older) != plan.config_hash

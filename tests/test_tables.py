@@ -3,7 +3,17 @@
 import json
 from types import SimpleNamespace
 
-from symprune.tables import Record, build, build_table, find_records, load_specs, main, wandb_records
+import pytest
+
+from symprune.report.records import (
+    MixedRecordsError,
+    Record,
+    find_records,
+    newest_per_config,
+    read_exported,
+    wandb_records,
+)
+from symprune.report.tables import build, build_table, load_specs, main
 
 T2_SPEC = {
     "title": "T2",
@@ -102,16 +112,23 @@ def test_pivot_command_with_override_labels_and_baseline(tmp_path, capsys):
     )
 
 
-def test_wandb_runs_become_records():
+@pytest.mark.parametrize("layout", ["axes", "earlier"])
+def test_wandb_runs_become_records(layout):
+    """Runs logged with the ablation axes at the top level and the config beneath, and runs of earlier
+    versions (the config at the top level)."""
+    config = {"model": {"name": "m"}}
+    tracking = {"choices": {"score": "ria", "experiment": "t2"}, "config_hash": "h", "overrides": []}
+    logged = ({"model": "m", "score": "ria", "pattern": "unstructured", "ratio": 0.5, "config": config,
+               "method": {"score": {"name": "ria"}}, **tracking} if layout == "axes" else {**config, **tracking})
     run = SimpleNamespace(
-        id="abc",
-        config={"model": {"name": "m"}, "choices": {"score": "ria", "experiment": "t2"}, "config_hash": "h", "overrides": []},
+        id="abc", config=logged,
         summary={"perplexity/wikitext2/pruned": 9.5, "sparsity/overall": 0.5, "time/scoring": 3.0, "_timestamp": 7.0},
     )
     api = SimpleNamespace(runs=lambda path, filters: [run])
     (converted,) = wandb_records("team/symprune", api)
     assert converted.source == "wandb:team/symprune/abc"
     assert converted.value("score") == "ria" and converted.value("model.name") == "m"
+    assert converted.data["config"] == config
     assert converted.data["metrics"] == {"perplexity": {"wikitext2": {"pruned": 9.5}}, "sparsity": {"overall": 0.5}}
     assert converted.data["config_hash"] == "h" and converted.finished == 7.0
 
@@ -121,7 +138,7 @@ def test_repository_specs_cover_every_paper_experiment():
 
     specs = load_specs(REPO / "experiments" / "tables.yaml")
     experiments = {p.stem.removesuffix("_cpu") for p in (CONFIG_DIR / "experiment").glob("*.yaml")}
-    assert experiments - {"paper_protocol", "cpu_protocol"} <= set(specs)
+    assert experiments - {"quick", "paper_protocol", "cpu_protocol"} <= set(specs)
     assert Record("x", {}).label(["score"]) == ""
 
 
@@ -151,3 +168,59 @@ def test_numeric_row_labels_are_sorted_with_infinity_last():
     table = build_table(records, {"metric": "metrics.perplexity.wikitext2.pruned", "rows": ["method.score.p"],
                                   "columns": ["sparsity"]})
     assert table.rows == ["1.0", "2.0", "10.0", "inf"]
+
+
+def test_records_of_synthetic_models_are_never_mixed_with_real_ones(tmp_path, capsys):
+    """A synthetic model's record (by its "synthetic" flag, or, from W&B, by its config) may form tables
+    with its kind only: symprune-tables names the records of both kinds and stops."""
+    write(tmp_path / "real", record("wanda", "unstructured", 10.0))
+    write(tmp_path / "synthetic", {**record("ria", "unstructured", 300.0), "model": {"synthetic": True}})
+    from_wandb = Record("wandb:team/p/x", {**record("ria", "nm_2_4", 310.0), "config": {"model": {"size": "llama2_7b"}}})
+    assert from_wandb.synthetic and not Record("x", record("wanda", "unstructured", 1.0)).synthetic
+    with pytest.raises(MixedRecordsError, match="1 records of synthetic models") as error:
+        build_table(find_records([tmp_path]), T2_SPEC)
+    assert f"Synthetic: {tmp_path / 'synthetic' / 'results.json'}. Real: {tmp_path / 'real' / 'results.json'}" in str(error.value)
+    with pytest.raises(SystemExit) as exit_code:
+        main(["pivot", str(tmp_path), "--rows", "score", "--columns", "sparsity"])
+    assert exit_code.value.code == 2 and "symprune-tables: 1 records of synthetic models" in capsys.readouterr().err
+    table = build_table([*find_records([tmp_path / "synthetic"]), from_wandb], T2_SPEC)
+    assert table.cells["ria", "m, unstructured"] == 300.0 and table.cells["ria", "m, nm_2_4"] == 310.0
+
+
+def test_exported_records_rebuild_the_same_tables(tmp_path, capsys):
+    """export writes one JSON-lines file per experiment (records less their per-layer detail); build --records
+    lays out exactly the tables the run directories give, each file naming its command in its first line."""
+    t2_records(tmp_path / "runs")
+    for directory in (tmp_path / "runs").iterdir():
+        data = json.loads((directory / "results.json").read_text())
+        (directory / "results.json").write_text(json.dumps({**data, "layers": [{"name": "x", "zeros": 1}]}))
+    main(["export", str(tmp_path / "runs"), "--out", str(tmp_path / "records")])
+    lines = (tmp_path / "records" / "t2.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"generated_by": f"symprune-tables export {tmp_path / 'runs'} --out {tmp_path / 'records'}"}
+    configs, _ = newest_per_config(find_records([tmp_path / "runs"]))
+    assert len(lines) == 1 + len(configs) and all("layers" not in json.loads(line) for line in lines[1:])
+    specs = {"t2": T2_SPEC}
+    from_runs = build(find_records([tmp_path / "runs"]), specs, tmp_path / "a", command="same")
+    from_records = build(read_exported(tmp_path / "records"), specs, tmp_path / "b", command="same")
+    for a, b in zip(sorted(from_runs), sorted(from_records)):
+        if a.suffix in (".md", ".csv", ".tex"):
+            assert a.read_text() == b.read_text()
+    assert (tmp_path / "a" / "t2.md").read_text().startswith("<!-- generated by: same -->\n")
+    assert (tmp_path / "a" / "t2.csv").read_text().startswith("# generated by: same\n")
+    assert (tmp_path / "a" / "t2.tex").read_text().startswith("% generated by: same\n")
+
+
+def test_the_committed_tables_rebuild_from_the_committed_records(tmp_path):
+    """`symprune-tables build --records experiments/results/records` reproduces every committed Markdown and CSV
+    table byte for byte."""
+    from conftest import REPO
+
+    records = REPO / "experiments" / "results" / "records"
+    committed = sorted(path for path in (REPO / "experiments" / "results").glob("*") if path.suffix in (".md", ".csv")
+                       and path.read_text().startswith(("<!-- generated by: symprune-tables build", "# generated by: symprune-tables build")))
+    assert committed, "no generated tables are committed"
+    written = build(read_exported(records), load_specs(REPO / "experiments" / "tables.yaml"), tmp_path,
+                    command="symprune-tables build --records experiments/results/records")
+    rebuilt = {path.name: path for path in written}
+    for path in committed:
+        assert rebuilt[path.name].read_text() == path.read_text(), path.name

@@ -8,17 +8,18 @@ from pathlib import Path
 import datasets
 import lm_eval
 import pytest
+from conftest import compose_run
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks._yaml_loader import load_yaml
-
-from conftest import compose_run
 from test_cli import symprune
 from test_config import plan_error
-from symprune import runner
+
 from symprune.evaluate import layouts
 from symprune.evaluate.zeroshot import collect_scores
-from symprune.loggers import NoLogger
-from symprune.runner import execute, plan_run
+from symprune.run import runner
+from symprune.run.loggers import NoLogger
+from symprune.run.plan import plan_run
+from symprune.run.runner import execute
 
 STOCK_TASKS = Path(lm_eval.__file__).parent / "tasks"
 
@@ -82,17 +83,19 @@ def offline(model_dir, assets, *overrides):
     return tiny(model_dir, assets, "eval=zeroshot_offline", *overrides)
 
 
-def test_offline_preset_plans_the_seven_local_tasks(tiny_model_dir, assets):
+def test_offline_preset_plans_the_eight_local_tasks(tiny_model_dir, assets):
     suite = plan_run(compose_run(*offline(tiny_model_dir, assets))).zeroshot
-    assert suite.tasks == ["piqa", "boolq", "rte", "winogrande", "openbookqa", "arc_challenge", "hellaswag"]
+    assert suite.tasks == ["piqa", "boolq", "rte", "winogrande", "openbookqa", "arc_easy", "arc_challenge", "hellaswag"]
     assert suite.local["rte"].files == {"validation": assets.resolve() / "rte" / "validation.parquet"}
     assert suite.local["arc_challenge"].layout == "arc_nested" and suite.local["piqa"].layout is None
+    assert suite.local["arc_easy"].layout is None  # the hub's rows as they are
     assert plan_run(compose_run(*tiny(tiny_model_dir, assets))).zeroshot is None  # the default eval: perplexity only
     neither = ("eval.zeroshot.dense=false", "eval.zeroshot.pruned=false")
     assert plan_run(compose_run(*offline(tiny_model_dir, assets, *neither))).zeroshot is None
 
 
-OFFICIAL_SIZES = {"piqa": 1838, "boolq": 3270, "rte": 277, "winogrande": 1267, "openbookqa": 500, "arc_challenge": 1172, "hellaswag": 10042}
+OFFICIAL_SIZES = {"piqa": 1838, "boolq": 3270, "rte": 277, "winogrande": 1267, "openbookqa": 500, "arc_easy": 2376,
+                  "arc_challenge": 1172, "hellaswag": 10042}
 
 
 def test_offline_sets_through_the_stock_definitions(tiny_model_dir, assets):
@@ -108,6 +111,10 @@ def test_offline_sets_through_the_stock_definitions(tiny_model_dir, assets):
         doc = task.eval_docs[0]
         return task.doc_to_text(doc), task.doc_to_choice(doc), task.doc_to_target(doc)
 
+    text, choices, target = first("arc_easy")
+    assert text == ("Question: Which statement best explains why photosynthesis is the foundation of most food webs?"
+                    "\nAnswer:")
+    assert choices[target] == "Sunlight is the source of energy for nearly all ecosystems."
     text, choices, target = first("arc_challenge")
     assert text.startswith("Question: An astronomer observes that a planet rotates faster") and text.endswith("\nAnswer:")
     assert choices[target] == "Planetary days will become shorter."  # answerKey C
@@ -164,7 +171,6 @@ def test_dense_cache_key_follows_the_settings(tiny_model_dir, assets):
     assert identity("eval.zeroshot.limit=60") != base
     assert identity("eval.zeroshot.limit=50", "eval.zeroshot.num_fewshot=0", "eval.zeroshot.batch_size=4") != base
     assert identity("eval.zeroshot.limit=50", "+eval.zeroshot.local.piqa.dataset_path=csv") != base
-    assert base["versions"]["lm_eval"] == lm_eval.__version__
 
 
 # --- an own task definition on local files, end to end (tiny model, the command line) --------
@@ -207,14 +213,14 @@ def test_own_task_on_local_files_with_the_dense_cache(tiny_model_dir, assets, tm
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = (json.loads((run_dir / "results.json").read_text()) for run_dir in (first, second))
 
-    assert one["zeroshot"]["dense_from_cache"] is False and two["zeroshot"]["dense_from_cache"] is True
-    assert one["zeroshot"]["dense_cache"] == two["zeroshot"]["dense_cache"]
+    assert one["caches"]["zeroshot_dense"]["from_cache"] is False and two["caches"]["zeroshot_dense"]["from_cache"] is True
+    assert one["caches"]["zeroshot_dense"]["entry"] == two["caches"]["zeroshot_dense"]["entry"]
     assert one["metrics"]["zeroshot"]["dense"] == two["metrics"]["zeroshot"]["dense"]
     dense, pruned = one["metrics"]["zeroshot"]["dense"], one["metrics"]["zeroshot"]["pruned"]
     assert dense["capitals"]["samples"] == pruned["capitals"]["samples"] == len(CAPITALS)
     for scores in (dense, pruned):  # six two-way questions: accuracies are multiples of 1/6
         assert round(scores["capitals"]["acc"] * 6, 9) in range(7) and scores["mean"]["acc"] == scores["capitals"]["acc"]
-    assert f"local test {data}" in one["data"]["zeroshot/capitals"]
+    assert f"local test {data}" in one["data"]["zeroshot/capitals"]["origin"]
     assert "zeroshot" in one["timings"]
 
     (table_file,) = (first / "wandb").glob("offline-run-*/files/media/table/zeroshot/tasks_*.table.json")
@@ -231,7 +237,7 @@ def run_on_session_model(smollm2, monkeypatch, *overrides) -> tuple[dict, object
     """symprune's run (plan, then execute) on a copy of the session's SmolLM2 model (instead of loading it
     again): offline PIQA and WinoGrande, magnitude pruning to 90%; the run record and the pruned model."""
     candidate = copy.deepcopy(smollm2[0])
-    monkeypatch.setattr(runner, "load_model", lambda *args: candidate)
+    monkeypatch.setattr(runner, "load_placed", lambda *args: candidate)
     plan = plan_run(compose_run(
         "eval=zeroshot_offline", "eval.zeroshot.tasks=[piqa,winogrande]", "score=magnitude", "sparsity.ratio=0.9",
         "eval.dense=false", "eval.perplexity.seqlen=128", "eval.perplexity.max_windows=1", "logger=none", "progress=false",
@@ -247,10 +253,10 @@ def test_real_model_offline_piqa_winogrande_dense_vs_magnitude_90(smollm2, asset
     record, _ = run_on_session_model(
         smollm2, monkeypatch, "eval.zeroshot.limit=200", f"paths.assets={assets}", f"paths.cache={tmp_path}"
     )
-    dense, pruned = record["metrics"]["zeroshot"]["dense"], record["metrics"]["zeroshot"]["pruned"]
+    dense, pruned = record.metrics["zeroshot"]["dense"], record.metrics["zeroshot"]["pruned"]
     print(f"SmolLM2 offline zero-shot (200 examples): dense {dense}, magnitude 90% {pruned}")
-    assert record["metrics"]["sparsity"]["overall"] == pytest.approx(0.9, abs=1e-3)
-    assert record["zeroshot"]["dense_from_cache"] is False
+    assert record.metrics["sparsity"]["overall"] == pytest.approx(0.9, abs=1e-3)
+    assert record.caches["zeroshot_dense"]["from_cache"] is False
     assert dense["piqa"]["samples"] == pruned["winogrande"]["samples"] == 200
 
     # PIQA: chance is 0.5; the dense model is more than three standard errors (0.034) above it, and pruning
@@ -282,7 +288,7 @@ def test_recorded_scores_are_lm_evals_on_the_pruned_model_in_memory(smollm2, ass
         smollm2, monkeypatch, f"eval.zeroshot.limit={limit}", "eval.zeroshot.batch_size=8", "eval.zeroshot.dense=false",
         f"paths.assets={assets}",
     )
-    recorded = record["metrics"]["zeroshot"]
+    recorded = record.metrics["zeroshot"]
     assert list(recorded) == ["pruned"]
     direct = lm_eval.simple_evaluate(
         model=HFLM(pretrained=pruned_model, tokenizer=smollm2[1], batch_size=8),

@@ -13,7 +13,7 @@ from typing import Callable
 import datasets
 from lm_eval.tasks.hellaswag.utils import preprocess as hellaswag_preprocess
 
-from symprune.registry import ConfigError
+from symprune.errors import ConfigError
 
 
 def boolq_answer(docs: datasets.Dataset) -> datasets.Dataset:

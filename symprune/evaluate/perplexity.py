@@ -1,4 +1,4 @@
-"""Perplexity by the references' protocol (algorithms.md §6).
+"""Perplexity by the references' protocol (docs/methods.md §6).
 
 The token stream is cut into non-overlapping windows of ``seqlen`` tokens (the
 last partial window is dropped); each window's mean next-token loss is scaled

@@ -20,7 +20,6 @@ import difflib
 import functools
 import hashlib
 import inspect
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,8 @@ from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
 
 from symprune.config import LocalTaskConfig, ZeroShotConfig
+from symprune.errors import ConfigError
 from symprune.evaluate import layouts
-from symprune.record import software_versions, write_json_atomic
-from symprune.registry import ConfigError
 
 METRICS = ("acc", "acc_norm")
 SPLIT_KEYS = {"train": "training_split", "validation": "validation_split", "test": "test_split"}
@@ -146,16 +144,19 @@ class ZeroShotSuite:
         return collect_scores(results, self.tasks)
 
     def identity(self) -> dict[str, Any]:
-        """Everything about the evaluation that can change a score (the dense cache's key, less the model)."""
+        """Everything about the evaluation that can change a score, but the model and the library versions:
+        each task's definition (a registered task by its name and the SHA-256 of its YAML, a local one by its
+        files' SHA-256 and layout), limit, few-shot count and batch size."""
         return {
             "tasks": {
-                name: self.local[name].identity() if name in self.local else str(self.manager.task_index[name].yaml_path)
+                name: self.local[name].identity() if name in self.local else {
+                    "task": name, "yaml_sha256": _sha256(Path(self.manager.task_index[name].yaml_path).read_bytes())
+                }
                 for name in self.tasks
             },
             "limit": self.settings.limit,
             "num_fewshot": self.settings.num_fewshot,
             "batch_size": self.settings.batch_size,
-            "versions": software_versions(),
         }
 
 
@@ -245,32 +246,6 @@ def _locate(file: str, assets: str | None, where: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"{where}: local task file {path} does not exist")
     return path.resolve()
-
-
-# --- the dense model's scores, cached across runs -------------------------------------------
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """One cached zero-shot result, stored under the hash of everything that determines it."""
-
-    path: Path
-    key: dict[str, Any]
-
-    def read(self) -> ZeroShotResult | None:
-        if not self.path.is_file():
-            return None
-        stored = json.loads(self.path.read_text())
-        return ZeroShotResult.from_metrics(stored["metrics"]) if stored["key"] == self.key else None
-
-    def write(self, result: ZeroShotResult) -> None:
-        """Atomically: the jobs of a parallel sweep may write the same entry."""
-        write_json_atomic(self.path, {"key": self.key, "metrics": result.as_metrics()})
-
-
-def cache_entry(directory: str | Path, key: dict[str, Any]) -> CacheEntry:
-    digest = _sha256(json.dumps(key, sort_keys=True).encode())
-    return CacheEntry(Path(directory).expanduser().resolve() / "zeroshot_dense" / f"{digest[:24]}.json", key)
 
 
 def _sha256(data: bytes) -> str:

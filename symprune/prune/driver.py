@@ -1,0 +1,270 @@
+"""The layer-wise pruning loop (docs/methods.md §5), the same for every decoder-only family.
+
+1. Run the embeddings on the calibration samples and capture what decoder block 0
+   receives: its hidden states and every other positional and keyword argument
+   (attention mask, position ids, rotary embeddings, cache position, flags). The
+   other arguments may differ per block (sliding-window and full-attention blocks
+   get other masks and rotary tables): one whole forward pass per batch size
+   records them for every block.
+2. Per block: one pass with statistics hooks on its prunable matrices (linear
+   layers; fused experts see only their routed tokens, prune/routed.py), then each
+   matrix's mask from the method, applied to the weights, then one pass of the
+   pruned block to produce the next block's inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from symprune.model.experts import ExpertMatrix
+from symprune.model.masks import MaskSet
+from symprune.model.placement import CPU, ActivationStore, Placement, move, streamed, visiting
+from symprune.model.structure import LinearMatrix, Matrix, find_blocks, find_experts, find_matrices
+from symprune.prune.method import PruningMethod
+from symprune.prune.patterns.contract import PatternViolation
+from symprune.prune.routed import hook_routed_stats, method_for_expert
+from symprune.prune.stats import LayerStats, StatsAccumulator
+from symprune.timing import Timings
+
+log = logging.getLogger("symprune")
+
+
+@dataclass
+class LayerReport:
+    name: str
+    shape: tuple[int, int]
+    zeros: int
+    numel: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.numel
+
+
+@dataclass
+class PruneReport:
+    layers: list[LayerReport]
+    masks: MaskSet  # every pruned layer's final zeros (weight == 0), bit-packed
+
+    @property
+    def overall_sparsity(self) -> float:
+        """Zeros over weights of all pruned linear layers, measured on the weights."""
+        return sum(layer.zeros for layer in self.layers) / sum(layer.numel for layer in self.layers)
+
+
+@dataclass
+class BlockInputs:
+    """Hidden states entering the current block, and the other arguments blocks receive.
+
+    Every calibration sample has the same length and no padding, so the extra
+    arguments depend only on the batch size and the block: per batch size, one
+    captured set per block (blocks that receive equal arguments share one).
+    ``hidden`` and ``spare`` (the buffer the next block's inputs are written to) live
+    where the placement keeps activations; batches visit the block's device.
+    """
+
+    hidden: torch.Tensor  # (samples, tokens, hidden size)
+    spare: torch.Tensor
+    extra_by_batch: dict[int, list[tuple[tuple, dict]]]
+    batch_size: int
+    block: int = 0  # the block whose inputs ``hidden`` holds
+
+    def batches(self, device: torch.device):
+        for start in range(0, self.hidden.shape[0], self.batch_size):
+            hidden = self.hidden[start : start + self.batch_size].to(device)
+            args, kwargs = move(self.extra_by_batch[hidden.shape[0]][self.block], device)
+            yield start, hidden, args, kwargs
+
+    def advance(self) -> None:
+        """The outputs written to ``spare`` become the next block's inputs."""
+        self.hidden, self.spare = self.spare, self.hidden
+        self.block += 1
+
+
+class _BlockReached(Exception):
+    """Raised by the capture hook to stop the forward pass at decoder block 0."""
+
+
+def capture_block_inputs(
+    model: nn.Module, blocks: nn.ModuleList, input_ids: torch.Tensor, batch_size: int, store: ActivationStore,
+    progress: bool,
+) -> BlockInputs:
+    """Run the model up to decoder block 0 on every calibration batch and keep what the block receives; the
+    first batch of each size runs through every block, to keep the other arguments each block receives."""
+    captured: dict[str, Any] = {"hidden": None, "spare": None, "extra": {}}
+    device = model.get_input_embeddings().weight.device  # a device_map on one device adds no hooks that move inputs
+    position = {"start": 0}
+
+    def record(index, module, args, kwargs):
+        kwargs = dict(kwargs)
+        states = args[0] if args else kwargs.pop("hidden_states")
+        if index == 0:
+            if captured["hidden"] is None:
+                shape = (input_ids.shape[0], *states.shape[1:])
+                captured["hidden"], captured["spare"] = store.empty(shape, states.dtype), store.empty(shape, states.dtype)
+            captured["hidden"][position["start"] : position["start"] + states.shape[0]] = states
+        per_block = captured["extra"].setdefault(states.shape[0], [])
+        if len(per_block) == len(blocks):
+            raise _BlockReached
+        per_block.append(_shared(move((tuple(args[1:]), kwargs), CPU), per_block))
+        if index + 1 == len(blocks):
+            raise _BlockReached
+
+    handles = [block.register_forward_pre_hook(lambda module, args, kwargs, index=index: record(index, module, args, kwargs),
+                                               with_kwargs=True) for index, block in enumerate(blocks)]
+    try:
+        with streamed(blocks, store.placement):
+            for start in tqdm(range(0, input_ids.shape[0], batch_size), desc="calibration", disable=not progress):
+                position["start"] = start
+                try:
+                    batch = input_ids[start : start + batch_size]
+                    model(batch.to(device), use_cache=False)
+                except _BlockReached:
+                    pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return BlockInputs(captured["hidden"], captured["spare"], captured["extra"], batch_size)
+
+
+def _shared(extra, earlier: list):
+    """``extra``, or an equal set captured for an earlier block (kept once)."""
+    return next((known for known in earlier if _equal(known, extra)), extra)
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                and a.dtype == b.dtype and bool(torch.equal(a, b)))
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[key], b[key]) for key in a)
+    return type(a) is type(b) and a == b
+
+
+def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device, outputs: torch.Tensor | None = None) -> None:
+    """The block on every calibration batch; its outputs go to ``outputs`` when given (blocks may
+    return a tensor or a tuple)."""
+    for start, hidden, args, kwargs in inputs.batches(device):
+        out = block(hidden, *args, **kwargs)
+        if outputs is not None:
+            outputs[start : start + hidden.shape[0]] = out[0] if isinstance(out, tuple) else out
+
+
+def collect_stats(block: nn.Module, matrices: dict[str, Matrix], inputs: BlockInputs, wanted, device: torch.device):
+    """One pass of the block with hooks feeding every matrix's inputs to its accumulator.
+
+    Some layers see their input flattened to (batch·tokens, d_in) (OPT's MLP); the
+    hooks restore the sequence axis from the batch entering the block, so the
+    statistics always count sequences. Fused experts: prune/routed.py.
+    """
+    accumulators = {
+        name: StatsAccumulator(matrix.weight.shape[1], wanted, device, d_out=matrix.weight.shape[0])
+        for name, matrix in matrices.items()
+    }
+    batch = {"size": 1}
+
+    def enter_block(module, args, kwargs):
+        batch["size"] = (args[0] if args else kwargs["hidden_states"]).shape[0]
+
+    def add(accumulator: StatsAccumulator, layer_input: torch.Tensor, output: torch.Tensor) -> None:
+        size = batch["size"]
+        accumulator.add_batch(layer_input.reshape(size, -1, layer_input.shape[-1]), output.reshape(size, -1, output.shape[-1]))
+
+    handles = [block.register_forward_pre_hook(enter_block, with_kwargs=True)]
+    handles += [
+        matrix.layer.register_forward_hook(lambda module, args, output, acc=accumulators[name]: add(acc, args[0], output))
+        for name, matrix in matrices.items() if isinstance(matrix, LinearMatrix)
+    ]
+    handles += [
+        hook_routed_stats(experts, [(matrix, accumulators[name]) for name, matrix in matrices.items()
+                                    if isinstance(matrix, ExpertMatrix) and matrix.experts is experts], batch)
+        for experts in find_experts(block).values()
+    ]
+    try:
+        run_block(block, inputs, device)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: accumulator.stats for name, accumulator in accumulators.items()}
+
+
+@torch.inference_mode()
+def prune_model(
+    model: nn.Module,
+    method: PruningMethod,
+    calibration_ids: torch.Tensor | None,
+    *,
+    batch_size: int = 1,
+    placement: Placement | None = None,
+    timings: Timings | None = None,
+    progress: bool = True,
+) -> PruneReport:
+    """Prune every linear layer of every decoder block in place; embeddings and LM head stay dense.
+
+    ``calibration_ids`` (samples × tokens) may be None only for methods that need
+    no statistics (magnitude, RI): those prune every layer from its weights alone.
+    The model must already be placed as ``placement`` says (placement.place_model).
+    """
+    timings = timings or Timings()
+    placement = placement or Placement(torch.device("cpu"))
+    prefix, blocks = find_blocks(model)
+    wanted = method.required_stats
+    if wanted and calibration_ids is None:
+        raise ValueError(f"the method needs calibration statistics {sorted(wanted)} but no calibration data was given")
+
+    reports: list[LayerReport] = []
+    masks = MaskSet()
+    with ActivationStore(placement) as store:
+        inputs = None
+        if wanted:
+            with timings.measure("calibration_forward"):
+                inputs = capture_block_inputs(model, blocks, calibration_ids, batch_size, store, progress)
+        for index, block in enumerate(tqdm(blocks, desc="pruning blocks", disable=not progress)):
+            with visiting(block, placement):
+                device = placement.block_device(block)
+                reports += _prune_block(block, f"{prefix}.{index}", method, inputs, device, timings, masks)
+                if inputs is not None and index + 1 < len(blocks):
+                    with timings.measure("propagation"):
+                        run_block(block, inputs, device, inputs.spare)
+                        inputs.advance()
+            log.info("pruned block %d of %d", index + 1, len(blocks))
+    return PruneReport(reports, masks)
+
+
+def _prune_block(block, name: str, method: PruningMethod, inputs: BlockInputs | None, device, timings,
+                 masks: MaskSet) -> list[LayerReport]:
+    matrices = find_matrices(block)
+    stats = {}
+    if inputs is not None:
+        with timings.measure("calibration_forward"):
+            stats = collect_stats(block, matrices, inputs, method.required_stats, device)
+    reports = []
+    with timings.measure("scoring"):
+        for layer_name, matrix in matrices.items():
+            full_name = f"{name}.{layer_name}"
+            weight = matrix.weight
+            layer_stats = stats.get(layer_name, LayerStats())
+            layer_method, routing = method, {}
+            if isinstance(matrix, ExpertMatrix) and inputs is not None:
+                layer_method, routing = method_for_expert(method, full_name, layer_stats)
+            result = layer_method.prune_layer(full_name, weight, layer_stats)
+            problem = method.violation(result)
+            if problem is not None:
+                raise PatternViolation(f"layer {full_name}: the final mask breaks the sparsity pattern: {problem}")
+            if result.weight is not None:
+                weight.copy_(result.weight)
+            weight.masked_fill_(result.pruned, 0)
+            zeros = weight == 0
+            masks.add(full_name, zeros)
+            reports.append(LayerReport(full_name, tuple(weight.shape), int(zeros.sum()), weight.numel(),
+                                       {**result.info, **routing}))
+    return reports

@@ -1,0 +1,11 @@
+"""Sparsity patterns: scores in, boolean mask out (True = pruned), which scores compete.
+
+Each pattern's parameter dataclass checks its ranges and, through
+``check_layer``, whether a layer's shape admits it, before any work starts.
+"""
+
+from symprune.registry import Registry
+
+PATTERNS = Registry("sparsity pattern", config_key="pattern")
+
+from symprune.prune.patterns import nm, unstructured  # noqa: E402,F401  (registration)

@@ -1,0 +1,49 @@
+"""What a sparsity pattern promises about every mask it makes.
+
+Scores that choose their own mask (SparseGPT), refinements, saving and the driver's check after
+every layer read the contract instead of switching on pattern names. Masks are checked in the
+pattern's column order (after a channel permutation, if the pattern has one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+class PatternViolation(RuntimeError):
+    """A layer's final mask breaks its pattern's contract (the driver stops the run with the layer's name)."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    ratio: float  # the fraction of each layer's weights pruned
+    block: int | None = None  # N:M: M, the width of the column blocks that each keep M - N weights; else None
+    pruned_per_block: int | None = None  # N:M: N
+    group: str | None = None  # unstructured: "row" (exactly int(d_in·ratio) per row) or "layer" (at least int(numel·ratio))
+
+    def violation(self, pruned: torch.Tensor) -> str | None:
+        """Why a (d_out, d_in) boolean mask (True = pruned) breaks the contract, or None if it keeps it."""
+        rows, columns = pruned.shape
+        if self.block is not None:
+            counts = pruned.reshape(rows, columns // self.block, self.block).sum(dim=-1)
+            wrong = (counts != self.pruned_per_block).nonzero()
+            if len(wrong):
+                row, block = wrong[0].tolist()
+                return (f"{len(wrong)} blocks of {self.block} columns do not have exactly {self.pruned_per_block} pruned "
+                        f"weights (e.g. row {row}, columns {block * self.block}-{block * self.block + self.block - 1}: "
+                        f"{int(counts[row, block])})")
+            return None
+        if self.group == "row":
+            k = int(columns * self.ratio)
+            counts = pruned.sum(dim=1)
+            wrong = (counts != k).nonzero()
+            if len(wrong):
+                row = int(wrong[0])
+                return f"{len(wrong)} rows do not have exactly {k} pruned weights (e.g. row {row}: {int(counts[row])})"
+            return None
+        k = int(pruned.numel() * self.ratio)
+        if int(pruned.sum()) < k:
+            return f"{int(pruned.sum())} weights pruned, fewer than {k} ({self.ratio:g} of {pruned.numel()})"
+        return None

@@ -1,0 +1,80 @@
+"""Unstructured sparsity: a fraction ``ratio`` of the weights, compared per row or per layer."""
+
+from dataclasses import dataclass
+
+import torch
+
+from symprune.errors import ConfigError
+from symprune.prune.patterns import PATTERNS
+from symprune.prune.patterns.contract import Contract
+
+GROUPS = ("auto", "row", "layer")
+
+
+@dataclass
+class UnstructuredParams:
+    ratio: float = 0.5
+    # "row": every output row loses int(d_in·ratio) weights (Wanda's rule);
+    # "layer": the references' whole-layer threshold, ties included (magnitude's and RIA's rule);
+    # "auto": the group the score's reference uses.
+    group: str = "auto"
+
+    def __post_init__(self):
+        if not 0.0 <= self.ratio < 1.0:
+            raise ConfigError(f"sparsity ratio {self.ratio} is outside [0, 1)")
+        if self.group not in GROUPS:
+            raise ConfigError(f"unknown unstructured group '{self.group}'; valid groups: {', '.join(GROUPS)}")
+
+    @property
+    def target_sparsity(self) -> float:
+        return self.ratio
+
+    @property
+    def contract(self) -> Contract:
+        return Contract(ratio=self.ratio, group=self.group)
+
+    permutes = False  # unstructured masks take the columns as they are
+
+    def column_order(self, scores: torch.Tensor) -> None:
+        return None
+
+    def check_layer(self, name: str, d_out: int, d_in: int) -> None:
+        """Every shape admits unstructured sparsity."""
+
+
+def prune_per_row(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """In every row zero the int(d_in·ratio) lowest scores; ties go to the lower column index.
+
+    Equal to a stable sort's first k columns, at a selection's cost: each row's k-th smallest score t,
+    everything below t, and of the scores equal to t the leftmost ones still needed.
+    """
+    k = int(scores.shape[1] * ratio)
+    if k == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(scores, k, dim=1, keepdim=True).values
+    below = scores < threshold
+    ties = scores == threshold
+    still_needed = k - below.sum(dim=1, keepdim=True)
+    return below | (ties & (torch.cumsum(ties, dim=1) <= still_needed))
+
+
+def prune_per_layer(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The references' threshold t = sorted(scores)[int(numel·ratio)]: zero every score ≤ t.
+
+    That is k+1 zeros plus every tie with t, exactly as the references do; ratio 0
+    prunes nothing (the references' rule would still zero the smallest score).
+    """
+    k = int(scores.numel() * ratio)
+    if k == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(scores.flatten(), k + 1).values  # sorted(scores)[k], without the sort
+    return scores <= threshold
+
+
+@PATTERNS.register("unstructured", params=UnstructuredParams)
+def unstructured(scores: torch.Tensor, ratio: float, group: str) -> torch.Tensor:
+    if group == "row":
+        return prune_per_row(scores, ratio)
+    if group == "layer":
+        return prune_per_layer(scores, ratio)
+    raise ValueError(f"unstructured group must be resolved to 'row' or 'layer', got '{group}'")

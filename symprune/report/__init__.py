@@ -1,0 +1,1 @@
+"""Reporting: run records in, paper tables and plots out (``symprune-tables``)."""

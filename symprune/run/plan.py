@@ -1,0 +1,150 @@
+"""A run's plan: every check that can fail on bad input (names, ranges, files, hub reachability, layer
+shapes against the pattern, saved masks against the model), before any weight is loaded, and the run's
+identity (symprune/run/identity.py). Cheap: it reads at most the model's config file and hashes the
+local files the run will read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from symprune import data
+from symprune.config import RunConfig, settings
+from symprune.errors import ConfigError
+from symprune.model.loading import DTYPES, ModelSource, load_config, resolve_source
+from symprune.model.masks import check_layers, load_masks, read_mask_sha256
+from symprune.model.placement import Placement
+from symprune.model.saving import check_save_target
+from symprune.model.structure import linear_shapes, skeleton
+from symprune.model.support import check_architecture
+from symprune.prune.method import PruningMethod, build_method
+from symprune.run.identity import config_hash, run_identity
+
+if TYPE_CHECKING:  # lm-eval is imported only by runs with zero-shot tasks
+    from symprune.evaluate.zeroshot import ZeroShotSuite
+
+
+@dataclass
+class Plan:
+    config: DictConfig
+    settings: RunConfig
+    method: PruningMethod
+    source: ModelSource
+    placement: Placement
+    zeroshot: ZeroShotSuite | None  # None: no zero-shot tasks
+    vocab_size: int  # the model's: bounds token ids that are not text (random ids, token files)
+    identity: dict[str, Any]  # what decides the run's numbers (symprune/run/identity.py)
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.identity)
+
+    @property
+    def device(self) -> torch.device:
+        return self.placement.compute
+
+    @property
+    def needs_calibration(self) -> bool:
+        return bool(self.method.required_stats)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' was asked for, but no CUDA device is available (use device=cpu)")
+    return device
+
+
+def _max_positions(model_config) -> int | None:
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(model_config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def plan_run(cfg: DictConfig) -> Plan:
+    """Every check on the configuration, and the run's identity."""
+    run = settings(cfg)
+    placement = Placement(resolve_device(run.device), **asdict(run.placement))
+    source = resolve_source(run.model)
+    model_config = load_config(source)
+    shapes = skeleton(model_config, source.trust_remote_code)
+    check_architecture(model_config, shapes)
+    layers = linear_shapes(shapes)
+    given = None
+    if run.mask_from is not None:
+        check_layers(run.mask_from, layers)
+        given = load_masks(run.mask_from)
+    method = build_method(cfg.score, cfg.sparsity, cfg.refine, given)
+    data_identity = _check_data(run, method, source)
+    zeroshot = _plan_zeroshot(run, source)
+    for layer, (d_out, d_in) in layers.items():
+        method.check_layer(layer, d_out, d_in)
+    if given is not None and not method.pattern.params.permutes:  # in a permuted order: checked per layer, by the driver
+        _check_given_masks(method, layers)
+    weight_bytes = sum(parameter.numel() for parameter in shapes.parameters()) * DTYPES[run.model.dtype].itemsize
+    check_save_target(run.save_model, run.save_semi_structured, method, weight_bytes)
+    limit = _max_positions(model_config)
+    lengths = {"eval.perplexity.seqlen": run.eval.perplexity.seqlen}
+    if method.required_stats:
+        lengths["calibration.seqlen"] = run.calibration.seqlen
+    for key, length in lengths.items():
+        if limit is not None and length > limit:
+            raise ConfigError(f"{key}={length} exceeds the model's {limit} positions")
+    identity = run_identity(
+        OmegaConf.to_container(cfg, resolve=True), method.describe(), source.identity(), placement.compute.type,
+        data_identity, zeroshot.identity() if zeroshot else None,
+        read_mask_sha256(run.mask_from) if run.mask_from else None,
+    )
+    return Plan(cfg, run, method, source, placement, zeroshot, model_config.vocab_size, identity)
+
+
+def _check_given_masks(method: PruningMethod, layers: dict[str, tuple[int, int]]) -> None:
+    """Saved masks (mask_from) must keep the configured pattern, like any mask the run would make."""
+    for name in layers:
+        problem = method.contract.violation(method.given.mask(name))
+        if problem is not None:
+            raise ConfigError(f"mask_from: the mask of layer {name} does not keep the configured sparsity pattern "
+                              f"({problem}); set sparsity to the pattern the masks were made with")
+
+
+def _check_data(run: RunConfig, method: PruningMethod, source: ModelSource) -> dict[str, Any]:
+    """Every corpus the run reads exists and suits the model (text needs a tokenizer); returns each
+    split's identity, by ``<part>/<name>``."""
+    parts = {"calibration": [run.calibration.name] if method.required_stats else []}
+    parts["evaluation"] = list(run.eval.perplexity.datasets)
+    for part, names in parts.items():
+        for name in names:
+            corpus = data.dataset(name)
+            corpus.check(part, run.paths.assets, run.eval.perplexity.max_windows)
+            if corpus.needs_tokenizer and not source.has_tokenizer:
+                raise ConfigError(
+                    f"the {part} data '{name}' is text, but model '{run.model.name}' is synthetic and has no tokenizer: "
+                    f"use token ids (calibration=random, eval=perplexity_random, or a token file .pt/.npy)"
+                )
+    labels = [data.label(name) for name in parts["evaluation"]]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ConfigError(f"eval.perplexity.datasets names {', '.join(repeated)} more than once")
+    return {f"{part}/{data.label(name)}": data.dataset(name).identity(part, run.paths.assets)
+            for part, names in parts.items() for name in names}
+
+
+def _plan_zeroshot(run: RunConfig, source: ModelSource) -> ZeroShotSuite | None:
+    if not run.eval.zeroshot.tasks:
+        return None
+    if not source.has_tokenizer:
+        raise ConfigError(f"zero-shot tasks need a tokenizer, and model '{run.model.name}' is synthetic: set eval.zeroshot.tasks=[]")
+    from symprune.evaluate.zeroshot import plan_suite
+
+    return plan_suite(run.eval.zeroshot, run.paths.assets)

@@ -1,0 +1,160 @@
+"""Multirun sweeps that never lose work.
+
+- The sweep directory is derived from the sweep's own overrides (``outputs/multirun/sweep-<hash>``),
+  so relaunching the same command finds the records of the jobs that finished and skips them.
+- Before the first job runs, every job's config is composed and planned (the same checks as a
+  single run, no weights loaded): a sweep with a bad job stops naming each one, or, with
+  ``continue_on_error=true``, runs the others and reports the bad ones at the end.
+- A job that fails does not stop the sweep; the end of the sweep lists what ran, what was skipped
+  or reused, what failed, and exits non-zero if anything failed.
+
+The Hydra sweeper plugin (``hydra_plugins/symprune_sweeper``) calls ``run_sweep``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
+from omegaconf import DictConfig, open_dict, read_write
+
+from symprune.errors import ConfigError
+from symprune.files import write_json_atomic
+
+log = logging.getLogger("symprune")
+SWEEP_FILE = "sweep.json"
+
+
+def sweep_name(overrides: Sequence[str]) -> str:
+    """A sweep's directory name: a hash of its overrides, in any order."""
+    return "sweep-" + hashlib.sha256("\n".join(sorted(overrides)).encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class SweepInfo:
+    """What ``sweep.json`` says about a sweep directory: the overrides that define it and when it started."""
+
+    overrides: list[str]
+    started: str  # ISO time of the first launch (a relaunch with resume=false starts anew)
+
+    def group(self, directory: str | Path) -> str:
+        """The W&B group of the sweep's jobs: unique per sweep and dated, the same for every relaunch."""
+        stamp = datetime.datetime.fromisoformat(self.started).strftime("%Y%m%d-%H%M%S")
+        return f"{Path(directory).name}-{stamp}"
+
+
+def read_sweep(directory: str | Path) -> SweepInfo | None:
+    path = Path(directory) / SWEEP_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return SweepInfo(data["overrides"], data["started"])
+
+
+def open_sweep(directory: str | Path, overrides: Sequence[str], resume: bool) -> SweepInfo:
+    """The sweep's info: the existing one when resuming, else a new one (written to ``sweep.json``)."""
+    existing = read_sweep(directory)
+    if resume and existing is not None:
+        return existing
+    info = SweepInfo(list(overrides), datetime.datetime.now().isoformat(timespec="seconds"))
+    write_json_atomic(Path(directory) / SWEEP_FILE, {"overrides": info.overrides, "started": info.started})
+    return info
+
+
+def task_config(job_config: DictConfig) -> DictConfig:
+    """A composed job config without Hydra's own node: what the task function receives."""
+    task = copy.deepcopy(job_config)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+@dataclass(frozen=True)
+class BadJob:
+    number: int
+    overrides: list[str]  # the job's values of the swept keys
+    error: str
+
+    def describe(self) -> str:
+        return f"job #{self.number} ({' '.join(self.overrides)}): {self.error}"
+
+
+def swept(jobs: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Each job's overrides of the keys the sweep varies (what tells its jobs apart), in the jobs' order."""
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for override in job:
+            values.setdefault(override.split("=", 1)[0], set()).add(override)
+    varying = {key for key, seen in values.items() if len(seen) > 1}
+    return [[override for override in job if override.split("=", 1)[0] in varying] for job in jobs]
+
+
+def check_jobs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], DictConfig],
+               plan: Callable[[DictConfig], Any]) -> list[BadJob]:
+    """Compose and plan every job; the ones whose config or plan fails, with the reason."""
+    bad = []
+    for number, (overrides, label) in enumerate(zip(jobs, swept(jobs))):
+        try:
+            plan(task_config(compose(list(overrides))))
+        except (ConfigError, HydraException) as error:
+            reason = str(error).splitlines()[0] if isinstance(error, HydraException) else str(error)
+            bad.append(BadJob(number, label, reason))
+    return bad
+
+
+def contiguous_runs(numbers: Sequence[int], max_size: int | None) -> list[list[int]]:
+    """Job numbers in launch batches of consecutive numbers (each job keeps its number, hence its subdirectory)."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and runs[-1][-1] == number - 1 and (max_size is None or len(runs[-1]) < max_size):
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return runs
+
+
+@dataclass
+class SweepOutcome:
+    """What became of every job, for the summary at the end."""
+
+    labels: list[list[str]]  # each job's values of the swept keys
+    invalid: list[BadJob]
+    ran: list[int] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # job, why (its record exists, reused, ...)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+    def collect(self, number: int, result: JobReturn) -> None:
+        if result.status == JobStatus.FAILED:
+            error = result._return_value  # the job's exception (reading return_value would raise it)
+            self.failed.append((number, f"{type(error).__name__}: {error}"))
+            return
+        outcome = result.return_value or {}
+        if outcome.get("status") == "completed":
+            self.ran.append(number)
+        else:
+            self.skipped.append((number, outcome.get("message", "skipped")))
+
+    def summary(self, directory: str | Path, total: int) -> str:
+        lines = [
+            f"sweep {directory}: {total} jobs: {len(self.ran)} ran, {len(self.skipped)} skipped or reused, "
+            f"{len(self.failed)} failed, {len(self.invalid)} invalid"
+        ]
+        lines += [f"  skipped {self._job(number)}: {why}" for number, why in self.skipped]
+        lines += [f"  FAILED {self._job(number)}: {why}" for number, why in self.failed]
+        lines += [f"  INVALID {bad.describe()}" for bad in self.invalid]
+        return "\n".join(lines)
+
+    def _job(self, number: int) -> str:
+        return f"job #{number} ({' '.join(self.labels[number])})"
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.invalid)

@@ -1,0 +1,123 @@
+"""benchmarks/prune_speed.py end to end on a tiny synthetic model, as benchmarks/gpu_check.sh runs it,
+in a process where lm-eval, datasets, gguf, wandb and submitit cannot be imported (the GPU machine
+has none of them): every method measured, every file complete and naming its command."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+import time
+
+import torch
+import yaml
+from conftest import REPO
+
+BLOCKED = ("lm_eval", "datasets", "gguf", "wandb", "submitit")
+WITHOUT_BLOCKED = f"""
+import runpy, sys
+import transformers  # finds its optional packages once, as it would where they are absent
+for name in {BLOCKED!r}:
+    sys.modules[name] = None  # any import of it now fails
+sys.argv = ["benchmarks/prune_speed.py", *sys.argv[1:]]
+runpy.run_path("benchmarks/prune_speed.py", run_name="__main__")
+"""
+METHODS = ["wanda", "ria", "stochria", "dsnot", "r2dsnot", "sparsegpt"]
+TINY_RUN = ["model=synthetic", "model.dtype=bfloat16", "calibration=random", "eval=perplexity_random",
+            "calibration.nsamples=8", "calibration.seqlen=64", "eval.perplexity.seqlen=64", "eval.perplexity.max_windows=2",
+            "device=cpu"]
+
+
+def benchmark(tmp_path, name: str, *arguments: str) -> tuple[dict, str]:
+    files = ["--json", str(tmp_path / f"{name}.json"), "--out", str(tmp_path / f"{name}.md")]
+    done = subprocess.run([sys.executable, "-c", WITHOUT_BLOCKED, *files, *arguments], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    json_text, markdown = (tmp_path / f"{name}.json").read_text(), (tmp_path / f"{name}.md").read_text()
+    assert json_text.startswith('{"command": "python benchmarks/prune_speed.py --json')
+    assert markdown.startswith("Produced by `python benchmarks/prune_speed.py --json")
+    return json.loads(json_text), markdown
+
+
+def test_every_method_has_a_finite_ratio_and_the_targets_are_checked(tmp_path):
+    report, markdown = benchmark(
+        tmp_path, "speed", "--methods", ",".join(METHODS), "--repeats", "1",
+        "--target", "wanda.ratio<=100", "--target", "evaluation.ratio<=0.001", *TINY_RUN,
+    )
+    assert report["complete"] and report["model"]["synthetic"] and report["model"]["shape"]["hidden_size"] == 64
+    assert list(report["phases"]) == ["floor", *METHODS] and not report["skipped"]
+    for name, phase in report["phases"].items():
+        assert math.isfinite(phase["ratio"]) and phase["ratio"] > 0 and phase["peak_bytes"] > 0, name
+        assert f"| {'floor (capture + 2 block passes)' if name == 'floor' else name} | {phase['ratio']:.3f} |" in markdown
+    assert math.isfinite(report["evaluation"]["ratio"]) and report["evaluation"]["windows"] == 2
+    wanda, evaluation = report["targets"]
+    assert wanda["passed"] is True and wanda["measured"] == report["phases"]["wanda"]["ratio"]
+    assert evaluation["passed"] is False and "| `evaluation.ratio<=0.001` |" in markdown and "| FAIL |" in markdown
+
+
+def test_offloaded_blocks_report_their_memory_bound(tmp_path):
+    report, markdown = benchmark(
+        tmp_path, "offload", "--methods", "wanda", "--repeats", "1", "--no-evaluation",
+        "--target", "wanda.peak_gib<=bound", *TINY_RUN, "placement=offload",
+    )
+    bound = report["memory_bound_bytes"]["wanda"]
+    assert set(bound) == {"resident weights", "2 blocks", "activations", "statistics"} and all(bound.values())
+    # tiny llama in bfloat16: the embeddings and LM head (2 x 256 x 64) and the final norm stay; a block holds
+    # q and o (64 x 64), k and v (2 kv heads of 16: 32 x 64), the MLP (3 x 64 x 128) and two norms
+    assert bound["resident weights"] == (2 * 256 * 64 + 64) * 2
+    assert bound["2 blocks"] == 2 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 64 * 128 + 2 * 64) * 2
+    assert report["evaluation"] is None and report["model"]["placement"] == "offload"
+    (target,) = report["targets"]
+    assert target["limit"] == sum(bound.values()) / 2**30 and "Offloaded blocks, wanda:" in markdown
+
+
+def load_benchmark_module():
+    spec = importlib.util.spec_from_file_location("prune_speed", REPO / "benchmarks" / "prune_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_each_measurement_reports_its_own_peak_not_the_process_high_water_mark():
+    """A measurement after a larger one that freed its memory still sees its own allocation."""
+    prune_speed, device, mib = load_benchmark_module(), torch.device("cpu"), 2**20
+
+    def allocate(megabytes):
+        held = torch.ones(megabytes * mib // 4)
+        time.sleep(0.05)  # the sampler reads the resident size every 5 ms
+        del held
+
+    _, large = prune_speed.timed(lambda: allocate(512), device)
+    prune_speed.release(device)
+    _, small = prune_speed.timed(lambda: allocate(64), device)
+    assert large.own >= 500 * mib
+    assert 60 * mib <= small.own < 200 * mib
+    assert small.peak >= small.start + small.own
+
+
+def test_a_targets_profile_is_checked_and_written_into_the_readme_section(tmp_path):
+    profiles = yaml.safe_load((REPO / "benchmarks" / "targets.yaml").read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text("# Bench\n\nbefore\n<!-- prune_speed cpu: begin -->\nold table\n<!-- prune_speed cpu: end -->\nafter\n")
+    report, _ = benchmark(tmp_path, "profile", "--methods", "wanda,r2dsnot", "--repeats", "1", "--targets", "cpu",
+                          "--readme", str(readme), *TINY_RUN)
+    assert [t["target"] for t in report["targets"]] == [f"{key}<={limit}" for key, limit in profiles["cpu"].items()]
+    ria = next(t for t in report["targets"] if t["target"].startswith("ria."))
+    assert ria["measured"] is None and ria["passed"] is None  # not in --methods: not measured, not passed
+    text = readme.read_text()
+    assert text.startswith("# Bench\n\nbefore\n<!-- prune_speed cpu: begin -->\ngenerated by: `python benchmarks/prune_speed.py")
+    assert text.endswith("<!-- prune_speed cpu: end -->\nafter\n") and "old table" not in text
+    wanda = report["phases"]["wanda"]
+    assert (f"| wanda | {wanda['ratio']:.3f} | ≤ {profiles['cpu']['wanda.ratio']:g} | "
+            f"{wanda['own_peak_bytes'] / 2**30:.2f} / {wanda['peak_bytes'] / 2**30:.2f} |") in text
+
+
+def test_a_readme_without_the_section_is_refused_before_measuring(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Bench\n")
+    done = subprocess.run([sys.executable, "benchmarks/prune_speed.py", "--targets", "cpu", "--readme", str(readme),
+                           *TINY_RUN], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "has no section 'cpu'" in done.stderr and readme.read_text() == "# Bench\n"
