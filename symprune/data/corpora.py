@@ -15,6 +15,7 @@ from typing import Callable, ClassVar
 
 import torch
 
+from symprune.data.bos import prepend_bos, text_encoder, text_length
 from symprune.data.protocols import C4_EVAL_DOCUMENTS, c4_stream, sample_documents, sample_joined, wikitext_stream
 from symprune.data.splits import Split, hub_c4, hub_wikitext, read_c4_like, read_jsonl_text, read_lines
 from symprune.data.tokens import RANDOM, TokenFile, is_token_file
@@ -39,13 +40,17 @@ class Dataset:
         """What identifies the split's text: where it comes from, the protocol being the corpus's own."""
         return getattr(self, part).identity(assets)
 
-    def calibration_ids(self, tokenizer, nsamples: int, seqlen: int, seed: int, assets: str | None, vocab_size=None):
+    def calibration_ids(self, tokenizer, nsamples: int, seqlen: int, seed: int, assets: str | None, vocab_size=None,
+                        bos: str = "stream"):
         texts, origin = self.calibration.load(assets)
-        return self.sample(tokenizer, texts, nsamples, seqlen, seed), origin
+        samples = self.sample(text_encoder(tokenizer, bos), texts, nsamples, text_length(seqlen, bos), seed)
+        return (prepend_bos(samples, tokenizer.bos_token_id) if bos == "window" else samples), origin
 
-    def evaluation_ids(self, tokenizer, seqlen: int, assets: str | None, windows=None, vocab_size=None):
+    def evaluation_ids(self, tokenizer, seqlen: int, assets: str | None, windows=None, vocab_size=None,
+                       bos: str = "stream"):
+        """The stream of text tokens; with ``bos=window`` the perplexity puts a BOS before each window."""
         texts, origin = self.evaluation.load(assets)
-        return self.stream(tokenizer, texts, seqlen), origin
+        return self.stream(text_encoder(tokenizer, bos), texts, text_length(seqlen, bos)), origin
 
 
 C4_LIKE_NOTE = "C4-like substitute documents, not the c4 shard the papers use"
@@ -100,13 +105,15 @@ def label(name: str) -> str:
     return dataset(name).label if is_token_file(name) else name
 
 
-def calibration_ids(name: str, tokenizer, nsamples: int, seqlen: int, seed: int, assets: str | None, vocab_size=None):
+def calibration_ids(name: str, tokenizer, nsamples: int, seqlen: int, seed: int, assets: str | None, vocab_size=None,
+                    bos: str = "stream"):
     """(samples × seqlen) token ids and where they came from. ``vocab_size`` bounds random token ids
-    (default: the tokenizer's size)."""
-    return dataset(name).calibration_ids(tokenizer, nsamples, seqlen, seed, assets, vocab_size)
+    (default: the tokenizer's size); ``bos``: symprune/data/bos.py (text only)."""
+    return dataset(name).calibration_ids(tokenizer, nsamples, seqlen, seed, assets, vocab_size, bos)
 
 
-def evaluation_ids(name: str, tokenizer, seqlen: int, assets: str | None, windows=None, vocab_size=None):
+def evaluation_ids(name: str, tokenizer, seqlen: int, assets: str | None, windows=None, vocab_size=None,
+                   bos: str = "stream"):
     """(1 × tokens) token stream for perplexity and where it came from (``windows``: the length of
-    a random stream, in windows of seqlen)."""
-    return dataset(name).evaluation_ids(tokenizer, seqlen, assets, windows, vocab_size)
+    a random stream, in windows of seqlen; ``bos``: symprune/data/bos.py, text only)."""
+    return dataset(name).evaluation_ids(tokenizer, seqlen, assets, windows, vocab_size, bos)

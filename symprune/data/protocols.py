@@ -1,4 +1,7 @@
-"""How text becomes tokens: the references' calibration sampling and evaluation streams (docs/methods.md §6)."""
+"""How text becomes tokens: the references' calibration sampling and evaluation streams (docs/methods.md §6).
+
+Each protocol receives ``encode``, text to (1 × tokens) ids (symprune/data/bos.py decides whether a
+text keeps the BOS its tokenizer gives it), and the number of text tokens per window."""
 
 from __future__ import annotations
 
@@ -6,20 +9,17 @@ import random
 
 import torch
 
+from symprune.data.bos import Encoder
 from symprune.errors import ConfigError
 
 C4_EVAL_DOCUMENTS = 1100  # the references' C4 perplexity text: the first 1,100 validation documents
 C4_EVAL_WINDOWS = 256  # ... truncated to 256 windows of seqlen tokens
 
 
-def _tokenize(tokenizer, text: str) -> torch.Tensor:
-    return tokenizer(text, return_tensors="pt").input_ids
-
-
 # --- calibration protocols ------------------------------------------------------------------
 
 
-def sample_documents(tokenizer, texts: list[str], nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+def sample_documents(encode: Encoder, texts: list[str], nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
     """C4 protocol: repeatedly pick a random document longer than seqlen, then a random window in it."""
     rng = random.Random(seed)
     tokenized: dict[int, torch.Tensor] = {}
@@ -28,7 +28,7 @@ def sample_documents(tokenizer, texts: list[str], nsamples: int, seqlen: int, se
         while True:
             index = rng.randint(0, len(texts) - 1)
             if index not in tokenized:
-                tokenized[index] = _tokenize(tokenizer, texts[index])
+                tokenized[index] = encode(texts[index])
             ids = tokenized[index]
             if ids.shape[1] > seqlen:
                 break
@@ -43,9 +43,9 @@ def sample_documents(tokenizer, texts: list[str], nsamples: int, seqlen: int, se
     return torch.cat(samples)
 
 
-def sample_joined(tokenizer, texts: list[str], nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+def sample_joined(encode: Encoder, texts: list[str], nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
     """WikiText-2 protocol: join the split with spaces, then take random windows of the token stream."""
-    return random_windows(_tokenize(tokenizer, " ".join(texts)), nsamples, seqlen, seed, "the calibration text")
+    return random_windows(encode(" ".join(texts)), nsamples, seqlen, seed, "the calibration text")
 
 
 def random_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int, what: str) -> torch.Tensor:
@@ -60,9 +60,9 @@ def random_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int, wha
 # --- evaluation protocols -------------------------------------------------------------------
 
 
-def wikitext_stream(tokenizer, texts: list[str], seqlen: int) -> torch.Tensor:
-    return _tokenize(tokenizer, "\n\n".join(texts))
+def wikitext_stream(encode: Encoder, texts: list[str], seqlen: int) -> torch.Tensor:
+    return encode("\n\n".join(texts))
 
 
-def c4_stream(tokenizer, texts: list[str], seqlen: int) -> torch.Tensor:
-    return _tokenize(tokenizer, " ".join(texts[:C4_EVAL_DOCUMENTS]))[:, : C4_EVAL_WINDOWS * seqlen]
+def c4_stream(encode: Encoder, texts: list[str], seqlen: int) -> torch.Tensor:
+    return encode(" ".join(texts[:C4_EVAL_DOCUMENTS]))[:, : C4_EVAL_WINDOWS * seqlen]

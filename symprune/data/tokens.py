@@ -53,11 +53,11 @@ class RandomTokens:
     def identity(self, part: str, assets: str | None) -> dict[str, str]:
         return {"random": "uniform token ids, seeded (calibration.seed; the evaluation stream's own seed)"}
 
-    def calibration_ids(self, tokenizer, nsamples: int, seqlen: int, seed: int, assets, vocab_size=None):
+    def calibration_ids(self, tokenizer, nsamples: int, seqlen: int, seed: int, assets, vocab_size=None, bos: str = "stream"):
         vocab = _vocabulary(tokenizer, vocab_size)
         return _uniform((nsamples, seqlen), vocab, seed), f"random token ids, uniform over {vocab}, seed {seed}"
 
-    def evaluation_ids(self, tokenizer, seqlen: int, assets, windows=None, vocab_size=None):
+    def evaluation_ids(self, tokenizer, seqlen: int, assets, windows=None, vocab_size=None, bos: str = "stream"):
         vocab = _vocabulary(tokenizer, vocab_size)
         ids = _uniform((1, windows * seqlen), vocab, EVALUATION_SEED)
         return ids, f"random token ids, uniform over {vocab}, seed {EVALUATION_SEED}, {windows} windows"
@@ -103,10 +103,10 @@ class TokenFile:
             raise ConfigError(f"token file {path} has token id {high}, beyond the model's vocabulary of {vocab_size}")
         return ids
 
-    def calibration_ids(self, tokenizer, nsamples: int, seqlen: int, seed: int, assets, vocab_size=None):
+    def calibration_ids(self, tokenizer, nsamples: int, seqlen: int, seed: int, assets, vocab_size=None, bos: str = "stream"):
         ids = random_windows(self.read(vocab_size), nsamples, seqlen, seed, f"token file {self.path}")
         return ids, f"token file {self.path}, {nsamples} random windows, seed {seed}"
 
-    def evaluation_ids(self, tokenizer, seqlen: int, assets, windows=None, vocab_size=None):
+    def evaluation_ids(self, tokenizer, seqlen: int, assets, windows=None, vocab_size=None, bos: str = "stream"):
         ids = self.read(vocab_size)
         return ids, f"token file {self.path} ({ids.shape[1]} tokens)"

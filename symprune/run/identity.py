@@ -38,7 +38,8 @@ NOT_IN_IDENTITY = (
     "mask_from",  # replaced by the mask's mask_sha256
     "score", "sparsity", "refine",  # replaced by the method's validated parameters
 )
-MODEL_LOCATION_KEYS = ("name", "pretrained", "package", "requirement", "gguf_file", "revision", "trust_remote_code")
+MODEL_LOCATION_KEYS = ("name", "pretrained", "package", "requirement", "gguf_file", "gguf_parts", "gguf_sha256",
+                       "keep_files", "revision", "trust_remote_code")
 
 
 def run_identity(config: dict[str, Any], method: dict[str, Any], model: dict[str, Any], device: str,

@@ -76,7 +76,7 @@ def plan_run(cfg: DictConfig) -> Plan:
     """Every check on the configuration, and the run's identity."""
     run = settings(cfg)
     placement = Placement(resolve_device(run.device), **asdict(run.placement))
-    source = resolve_source(run.model)
+    source = resolve_source(run.model, run.paths.cache)
     model_config = load_config(source)
     shapes = skeleton(model_config, source.trust_remote_code)
     check_architecture(model_config, shapes)
@@ -86,7 +86,7 @@ def plan_run(cfg: DictConfig) -> Plan:
         check_layers(run.mask_from, layers)
         given = load_masks(run.mask_from)
     method = build_method(cfg.score, cfg.sparsity, cfg.refine, given)
-    data_identity = _check_data(run, method, source)
+    data_identity = _check_data(run, method, source, model_config.bos_token_id)
     zeroshot = _plan_zeroshot(run, source)
     for layer, (d_out, d_in) in layers.items():
         method.check_layer(layer, d_out, d_in)
@@ -118,15 +118,23 @@ def _check_given_masks(method: PruningMethod, layers: dict[str, tuple[int, int]]
                               f"({problem}); set sparsity to the pattern the masks were made with")
 
 
-def _check_data(run: RunConfig, method: PruningMethod, source: ModelSource) -> dict[str, Any]:
-    """Every corpus the run reads exists and suits the model (text needs a tokenizer); returns each
-    split's identity, by ``<part>/<name>``."""
+def _check_data(run: RunConfig, method: PruningMethod, source: ModelSource, bos_token_id: int | None) -> dict[str, Any]:
+    """Every corpus the run reads exists and suits the model (text needs a tokenizer, a BOS per window
+    needs a BOS token); returns each split's identity, by ``<part>/<name>``."""
     parts = {"calibration": [run.calibration.name] if method.required_stats else []}
     parts["evaluation"] = list(run.eval.perplexity.datasets)
+    bos = {"calibration": ("calibration.bos", run.calibration.bos), "evaluation": ("eval.perplexity.bos", run.eval.perplexity.bos)}
     for part, names in parts.items():
+        key, mode = bos[part]
+        if names and mode == "window" and bos_token_id is None:
+            raise ConfigError(f"{key}=window, but model '{run.model.name}' has no BOS token (bos_token_id in its "
+                              f"config); valid here: stream, none")
         for name in names:
             corpus = data.dataset(name)
             corpus.check(part, run.paths.assets, run.eval.perplexity.max_windows)
+            if not corpus.needs_tokenizer and mode != "stream":
+                raise ConfigError(f"{key}={mode} applies to text; the {part} data '{name}' is token ids, read as they "
+                                  f"are: set {key}=stream")
             if corpus.needs_tokenizer and not source.has_tokenizer:
                 raise ConfigError(
                     f"the {part} data '{name}' is text, but model '{run.model.name}' is synthetic and has no tokenizer: "

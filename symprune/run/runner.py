@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from symprune import data
+from symprune.errors import ConfigError
 from symprune.evaluate.cache import cache_entry
 from symprune.evaluate.perplexity import PerplexityResult, perplexity
 from symprune.model.dequantized import dequantized_copy
@@ -45,20 +46,29 @@ def load_inputs(plan: Plan, source: ModelSource | None = None) -> RunInputs:
     """The tokenizer and every token a run reads: calibration samples and perplexity streams."""
     run = plan.settings
     tokenizer = load_tokenizer(source or plan.source)
+    windowed = [f"{part}.bos=window" for part, mode in (("calibration", run.calibration.bos),
+                                                         ("eval.perplexity", run.eval.perplexity.bos)) if mode == "window"]
+    if windowed and _bos_token_id(tokenizer) is None:
+        raise ConfigError(f"{', '.join(windowed)}: the tokenizer of model '{run.model.name}' has no BOS token; use bos=stream or none")
     origins: dict[str, str] = {}
     calibration = None
     if plan.needs_calibration:
         cal = run.calibration
         calibration, origins[f"calibration/{data.label(cal.name)}"] = data.calibration_ids(
-            cal.name, tokenizer, cal.nsamples, cal.seqlen, cal.seed, run.paths.assets, plan.vocab_size
+            cal.name, tokenizer, cal.nsamples, cal.seqlen, cal.seed, run.paths.assets, plan.vocab_size, cal.bos
         )
     streams = {}
     settings_ = run.eval.perplexity
     for name in settings_.datasets:
         streams[data.label(name)], origins[f"evaluation/{data.label(name)}"] = data.evaluation_ids(
-            name, tokenizer, settings_.seqlen, run.paths.assets, settings_.max_windows, plan.vocab_size
+            name, tokenizer, settings_.seqlen, run.paths.assets, settings_.max_windows, plan.vocab_size, settings_.bos
         )
     return RunInputs(tokenizer, calibration, streams, origins)
+
+
+def _bos_token_id(tokenizer) -> int | None:
+    """The BOS token that ``bos=window`` puts before every window: the tokenizer's (a synthetic model has none)."""
+    return None if tokenizer is None else tokenizer.bos_token_id
 
 
 def load_placed_model(plan: Plan, source: ModelSource | None = None) -> torch.nn.Module:
@@ -66,7 +76,7 @@ def load_placed_model(plan: Plan, source: ModelSource | None = None) -> torch.nn
     return load_placed(source or plan.source, plan.settings.model.dtype, plan.placement)
 
 
-def _perplexities(plan: Plan, model, streams: dict, progress: bool, label: str) -> dict[str, Any]:
+def _perplexities(plan: Plan, model, streams: dict, progress: bool, label: str, bos_token_id: int | None) -> dict[str, Any]:
     settings_ = plan.settings.eval.perplexity
     input_device = model.get_input_embeddings().weight.device
     results = {}
@@ -75,6 +85,7 @@ def _perplexities(plan: Plan, model, streams: dict, progress: bool, label: str) 
             results[name] = perplexity(
                 model, tokens, settings_.seqlen, batch_size=settings_.batch_size, max_windows=settings_.max_windows,
                 device=input_device, progress=progress, desc=f"{label} perplexity {name}",
+                bos_token_id=bos_token_id if settings_.bos == "window" else None,
             )
     return results
 
@@ -119,7 +130,7 @@ def execute(plan: Plan, logger: RunLogger) -> RunResults:
     dense = {}
     if run.eval.dense and streams:
         with timings.measure("evaluation"):
-            dense, caches["perplexity_dense"] = _dense_perplexities(plan, model, streams, provenance, progress)
+            dense, caches["perplexity_dense"] = _dense_perplexities(plan, model, streams, provenance, progress, tokenizer)
     zeroshot: dict[str, ZeroShotResult] = {}
     if plan.zeroshot and plan.zeroshot.settings.dense:
         with timings.measure("zeroshot"), streamed(find_blocks(model)[1], plan.placement):
@@ -133,7 +144,7 @@ def execute(plan: Plan, logger: RunLogger) -> RunResults:
     if streams:
         log.info("pruned perplexity on %s", ", ".join(streams))
         with timings.measure("evaluation"):
-            pruned = _perplexities(plan, model, streams, progress, "pruned")
+            pruned = _perplexities(plan, model, streams, progress, "pruned", _bos_token_id(tokenizer))
     if plan.zeroshot and plan.zeroshot.settings.pruned:
         with timings.measure("zeroshot"), streamed(find_blocks(model)[1], plan.placement):
             zeroshot["pruned"] = plan.zeroshot.evaluate(model, tokenizer)
@@ -186,11 +197,12 @@ def _data_provenance(plan: Plan, inputs: RunInputs) -> dict[str, Any]:
         (key,) = [key for key in inputs.origins if key.startswith("calibration/")]
         provenance[key] = {"origin": inputs.origins[key], "tokens_sha256": tokens_sha256(inputs.calibration),
                            "samples": inputs.calibration.shape[0], "seqlen": inputs.calibration.shape[1],
-                           "seed": run.calibration.seed}
+                           "seed": run.calibration.seed, "bos": run.calibration.bos}
     for name, tokens in inputs.streams.items():
         key = f"evaluation/{name}"
         provenance[key] = {"origin": inputs.origins[key], "tokens_sha256": tokens_sha256(tokens), "tokens": tokens.numel(),
-                           "seqlen": run.eval.perplexity.seqlen, "max_windows": run.eval.perplexity.max_windows}
+                           "seqlen": run.eval.perplexity.seqlen, "max_windows": run.eval.perplexity.max_windows,
+                           "bos": run.eval.perplexity.bos}
     return provenance
 
 
@@ -205,7 +217,7 @@ def _dense_key(plan: Plan, **evaluation: Any) -> dict[str, Any]:
             **evaluation, "versions": software_versions()}
 
 
-def _dense_perplexities(plan: Plan, model, streams: dict, provenance: dict, progress: bool):
+def _dense_perplexities(plan: Plan, model, streams: dict, provenance: dict, progress: bool, tokenizer):
     """The dense model's perplexity on every set: from the cache when the same evaluation ran before.
     Returns the results and, per set, whether it came from the cache and the cache entry."""
     settings_, cache = plan.settings.eval.perplexity, plan.settings.paths.cache
@@ -214,7 +226,7 @@ def _dense_perplexities(plan: Plan, model, streams: dict, provenance: dict, prog
         entries = {
             name: cache_entry(cache, "perplexity_dense", _dense_key(
                 plan, tokens_sha256=provenance[f"evaluation/{name}"]["tokens_sha256"], seqlen=settings_.seqlen,
-                max_windows=settings_.max_windows, batch_size=settings_.batch_size))
+                max_windows=settings_.max_windows, batch_size=settings_.batch_size, bos=settings_.bos))
             for name in streams
         }
     results = {}
@@ -226,7 +238,7 @@ def _dense_perplexities(plan: Plan, model, streams: dict, provenance: dict, prog
     missing = {name: tokens for name, tokens in streams.items() if name not in results}
     if missing:
         log.info("dense perplexity on %s", ", ".join(missing))
-        for name, result in _perplexities(plan, model, missing, progress, "dense").items():
+        for name, result in _perplexities(plan, model, missing, progress, "dense", _bos_token_id(tokenizer)).items():
             results[name] = result
             if name in entries:
                 entries[name].write(asdict(result))
