@@ -23,6 +23,7 @@ import difflib
 import io
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,19 +250,47 @@ COMMENT_END = {"md": " -->", "tex": "", "csv": ""}
 def export(records: Sequence[Record], out: Path, command: str) -> list[Path]:
     """The records behind every experiment's tables as JSON lines, one file per experiment
     (``<out>/<experiment>.jsonl``): each record whole, less its per-layer detail (``layers``; the per-layer
-    numbers a table needs are summed into ``metrics.layer_totals``), newest last; a first line names the
-    command. ``symprune-tables build --records <out>`` lays the tables out from them."""
+    numbers a table needs are summed into ``metrics.layer_totals``) and with its local paths made portable
+    (``portable_paths``), newest last; a first line names the command. ``symprune-tables build --records
+    <out>`` lays the tables out from them."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for experiment, group in by_experiment(records):
         kept, _ = newest_per_config(group)
         lines = [json.dumps({"generated_by": command})]
-        lines += [json.dumps({key: value for key, value in record.data.items() if key != "layers"}, sort_keys=True)
+        lines += [json.dumps(portable_paths({key: value for key, value in record.data.items() if key != "layers"}),
+                             sort_keys=True)
                   for record in sorted(kept, key=lambda r: r.finished)]  # stable: the order build reads them in
         path = out / f"{experiment}.jsonl"
         path.write_text("\n".join(lines) + "\n")
         written.append(path)
     return written
+
+
+SITE_PACKAGES = re.compile(r"/[^\s'\"]*/(?:site|dist)-packages/")
+
+
+def portable_paths(data: dict[str, Any], cwd: Path | None = None) -> dict[str, Any]:
+    """A record to share: absolute paths of the machine that ran it rewritten, so that it names no local
+    directory: the assets directory (``config.paths.assets``) as ``$SYMPRUNE_ASSETS``, an installed package's
+    directory as ``<site-packages>/``, and the working directory (``cwd``, default: the current one) dropped
+    from paths below it. Hashes and numbers are left as they are."""
+    assets = str(data.get("config", {}).get("paths", {}).get("assets") or "").rstrip("/")
+    prefixes = [(assets, "$SYMPRUNE_ASSETS")] if assets.startswith("/") else []
+    prefixes.append((str(cwd or Path.cwd()).rstrip("/") + "/", ""))
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: rewrite(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [rewrite(value) for value in node]
+        if isinstance(node, str):
+            node = SITE_PACKAGES.sub("<site-packages>/", node)
+            for prefix, replacement in prefixes:
+                node = node.replace(prefix, replacement)
+        return node
+
+    return rewrite(data)
 
 
 def _wandb_logger(project: str):
