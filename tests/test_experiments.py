@@ -37,12 +37,26 @@ def test_experiment_composes(experiment):
         assert run.model.pretrained is not None and run.calibration.seqlen == 2048  # the papers' protocol
 
 
+ZEROSHOT_IN_FULL = "t2z_cpu"  # runs every task of its list; the other zero-shot variants share that list
+
+
+def zeroshot_overrides(experiment: str) -> list[str]:
+    """A few examples of the pruned model only (the dense evaluation and its cache are tested in
+    test_zeroshot.py); every task of the list once, in ZEROSHOT_IN_FULL, the first task elsewhere."""
+    tasks = compose_run(f"experiment={experiment}").eval.zeroshot.tasks
+    if not tasks:
+        return []
+    if experiment == ZEROSHOT_IN_FULL:
+        return ["eval.zeroshot.limit=4", "eval.zeroshot.dense=false"]
+    assert list(tasks) == list(compose_run(f"experiment={ZEROSHOT_IN_FULL}").eval.zeroshot.tasks), experiment
+    return ["eval.zeroshot.limit=4", "eval.zeroshot.dense=false", f"eval.zeroshot.tasks=[{tasks[0]}]"]
+
+
 @pytest.mark.parametrize("experiment", CPU_VARIANTS)
 def test_first_run_of_cpu_variant_completes_on_a_tiny_model(experiment, tiny_model_dir, assets):
     cfg = compose_run(
         f"experiment={experiment}", *first_job(experiment), "model=local", f"model.pretrained={tiny_model_dir}",
-        f"paths.assets={assets}",
-        *(["eval.zeroshot.limit=4"] if compose_run(f"experiment={experiment}").eval.zeroshot.tasks else []),
+        f"paths.assets={assets}", *zeroshot_overrides(experiment),
     )
     results = execute(plan_run(cfg), NoLogger())
     ppl = results.metrics["perplexity"]["wikitext2"]["pruned"]

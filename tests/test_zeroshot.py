@@ -247,26 +247,25 @@ def run_on_session_model(smollm2, monkeypatch, *overrides) -> tuple[dict, object
 
 
 @pytest.mark.real_model
-def test_real_model_offline_piqa_winogrande_dense_vs_magnitude_90(smollm2, assets, tmp_path, monkeypatch):
-    """Through symprune, 200 examples per task: on PIQA the dense model is well above chance and magnitude
-    pruning to 90% clearly below it; WinoGrande is at chance for this small model either way."""
+def test_real_model_offline_piqa_dense_vs_magnitude_90(smollm2, assets, tmp_path, monkeypatch):
+    """Through symprune, 200 PIQA examples: the dense model is well above chance and magnitude pruning to 90%
+    clearly below it. (WinoGrande, at chance for this small model dense and pruned alike, cannot show this;
+    its scores are checked against lm-eval's below.)"""
     record, _ = run_on_session_model(
-        smollm2, monkeypatch, "eval.zeroshot.limit=200", f"paths.assets={assets}", f"paths.cache={tmp_path}"
+        smollm2, monkeypatch, "eval.zeroshot.tasks=[piqa]", "eval.zeroshot.limit=200", f"paths.assets={assets}",
+        f"paths.cache={tmp_path}",
     )
     dense, pruned = record.metrics["zeroshot"]["dense"], record.metrics["zeroshot"]["pruned"]
     print(f"SmolLM2 offline zero-shot (200 examples): dense {dense}, magnitude 90% {pruned}")
     assert record.metrics["sparsity"]["overall"] == pytest.approx(0.9, abs=1e-3)
     assert record.caches["zeroshot_dense"]["from_cache"] is False
-    assert dense["piqa"]["samples"] == pruned["winogrande"]["samples"] == 200
+    assert dense["piqa"]["samples"] == pruned["piqa"]["samples"] == 200
 
     # PIQA: chance is 0.5; the dense model is more than three standard errors (0.034) above it, and pruning
     # drops it by more than twice the standard error of the difference (about 0.05)
     for metric in ("acc", "acc_norm"):
         assert dense["piqa"][metric] > 0.5 + 3 * dense["piqa"][f"{metric}_stderr"]
         assert pruned["piqa"][metric] < dense["piqa"][metric] - 0.1
-    # WinoGrande: this 135M model is at chance dense and pruned alike (measured 0.515 and 0.56 at 200 examples)
-    for scores in (dense, pruned):
-        assert abs(scores["winogrande"]["acc"] - 0.5) < 3 * scores["winogrande"]["acc_stderr"]
 
 
 def stock_on_local_file(yaml_file: str, path: Path) -> dict:
