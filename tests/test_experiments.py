@@ -46,10 +46,11 @@ def zeroshot_overrides(experiment: str) -> list[str]:
     tasks = compose_run(f"experiment={experiment}").eval.zeroshot.tasks
     if not tasks:
         return []
+    few_pruned = ["eval.zeroshot.limit=4", "eval.zeroshot.dense=false"]
     if experiment == ZEROSHOT_IN_FULL:
-        return ["eval.zeroshot.limit=4", "eval.zeroshot.dense=false"]
+        return few_pruned
     assert list(tasks) == list(compose_run(f"experiment={ZEROSHOT_IN_FULL}").eval.zeroshot.tasks), experiment
-    return ["eval.zeroshot.limit=4", "eval.zeroshot.dense=false", f"eval.zeroshot.tasks=[{tasks[0]}]"]
+    return [*few_pruned, f"eval.zeroshot.tasks=[{tasks[0]}]"]
 
 
 @pytest.mark.parametrize("experiment", CPU_VARIANTS)

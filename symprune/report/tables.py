@@ -275,7 +275,7 @@ def portable_paths(data: dict[str, Any], cwd: Path | None = None) -> dict[str, A
     directory: the assets directory (``config.paths.assets``) as ``$SYMPRUNE_ASSETS``, an installed package's
     directory as ``<site-packages>/``, and the working directory (``cwd``, default: the current one) dropped
     from paths below it. Hashes and numbers are left as they are."""
-    assets = str(data.get("config", {}).get("paths", {}).get("assets") or "").rstrip("/")
+    assets = str(dotted(data, "config.paths.assets") or "").rstrip("/")
     prefixes = [(assets, "$SYMPRUNE_ASSETS")] if assets.startswith("/") else []
     prefixes.append((str(cwd or Path.cwd()).rstrip("/") + "/", ""))
 
