@@ -104,6 +104,26 @@ def architecture(request) -> str:
     return request.param
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker gets its share of the cores (torch's threads and, through
+    OMP_NUM_THREADS, every subprocess's): N workers with all cores each would thrash."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and not os.environ.get("OMP_NUM_THREADS"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """A real-model module's tests form one xdist group: one worker runs them, computing the module's
+    fixtures once, and the long groups are handed out before the single tests."""
+    for item in items:
+        if item.get_closest_marker("real_model"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def assets_dir() -> Path | None:
     configured = os.environ.get("SYMPRUNE_ASSETS")
     path = Path(configured) if configured else DEFAULT_ASSETS
