@@ -63,8 +63,9 @@ METHODS = {
     "sparsegpt": ["score=sparsegpt"],
     "dsnot": ["score=wanda", "refine=dsnot", "sparsity.group=row"],
     "r2dsnot": ["score=wanda", "refine=r2dsnot", "sparsity.group=row"],
+    "wanda_owl": ["score=wanda", "allocation=owl"],
 }
-DEFAULT_METHODS = ["magnitude", "wanda", "ria", "general_sym", "sparsegpt", "dsnot", "r2dsnot"]
+DEFAULT_METHODS = ["magnitude", "wanda", "ria", "general_sym", "sparsegpt", "dsnot", "r2dsnot", "wanda_owl"]
 # the benchmark's defaults, before the command line's overrides; evaluation times the first perplexity set
 BASE_OVERRIDES = ["calibration.nsamples=16", "calibration.seqlen=512", "eval.perplexity.seqlen=1024",
                   "eval.perplexity.max_windows=8", "progress=false", "logger=none"]
@@ -166,7 +167,8 @@ def measure(name: str, plan: Plan, method_plan: Plan | None, calibration, report
     if plan.placement.offload_blocks:
         report.bounds[name] = memory_bound(model, plan, method_plan)
     return timed(lambda: prune_model(model, method_plan.method, calibration, batch_size=plan.settings.calibration.batch_size,
-                                     placement=method_plan.placement, progress=False), plan.device)
+                                     placement=method_plan.placement, progress=False, targets=method_plan.targets,
+                                     allocation=method_plan.allocation), plan.device)
 
 
 def measure_evaluation(plan: Plan, streams: dict[str, torch.Tensor], repeats: int) -> dict[str, Any]:

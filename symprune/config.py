@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from symprune.data.bos import BOS_MODES
 from symprune.errors import ConfigError
 from symprune.model.placement import ACTIVATION_HOMES
+from symprune.prune.allocation import ALLOCATIONS
 from symprune.prune.patterns import PATTERNS
 from symprune.prune.refine import REFINEMENTS
 from symprune.prune.scores import SCORES
@@ -216,6 +217,10 @@ class RunConfig:
     score: Any = MISSING
     sparsity: Any = MISSING
     refine: Any = MISSING
+    allocation: Any = field(default_factory=lambda: {"name": "uniform"})  # layer-wise ratios (prune/allocation/)
+    # regular expressions over the blocks' matrix names (prune/targets.py); null: every matrix but the routers
+    targets: Optional[List[str]] = None
+    ignore: List[str] = field(default_factory=list)
     eval: EvalConfig = MISSING
     logger: LoggerConfig = MISSING
     placement: PlacementConfig = field(default_factory=PlacementConfig)
@@ -235,9 +240,10 @@ ConfigStore.instance().store(name="run_schema", node=RunConfig)
 SCORES.store_schemas("score")
 PATTERNS.store_schemas("sparsity")
 REFINEMENTS.store_schemas("refine")
+ALLOCATIONS.store_schemas("allocation")
 
 
-COMPONENT_REGISTRIES = {"score": SCORES, "sparsity": PATTERNS, "refine": REFINEMENTS}
+COMPONENT_REGISTRIES = {"score": SCORES, "sparsity": PATTERNS, "refine": REFINEMENTS, "allocation": ALLOCATIONS}
 
 
 def undeclared_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
@@ -245,7 +251,7 @@ def undeclared_keys(node: DictConfig, schema: type, prefix: str = "") -> list[st
 
     Hydra's ``+key=value`` adds a key even to a typed node, and the typed config then silently carries
     it without using it; symprune's groups are closed, so such a key is an error. The score, sparsity
-    and refine nodes are checked against their component's schema; free-form mappings (``Dict`` fields,
+    allocation and refine nodes are checked against their component's schema; free-form mappings (``Dict`` fields,
     such as the local zero-shot tasks) are left to their own checks.
     """
     declared = {item.name: item for item in fields(schema)}

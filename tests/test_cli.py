@@ -49,8 +49,10 @@ def test_run_writes_record_and_wandb_offline(tiny_model_dir, assets, tmp_path):
         assert values["pruned"] != values["dense"]
     origin = record["data"]["evaluation/c4"]["origin"]
     assert "local" in origin and "C4-like" in origin
-    assert record["metrics"]["sparsity"] == {"overall": 0.5, "target": 0.5}
-    assert len(record["layers"]) == 14 and all(layer["sparsity"] == 0.5 for layer in record["layers"])
+    assert record["metrics"]["sparsity"] == {"overall": 0.5, "target": 0.5, "allocation": "uniform", "blocks": [
+        {"block": 0, "target": 0.5, "achieved": 0.5}, {"block": 1, "target": 0.5, "achieved": 0.5}]}
+    assert len(record["layers"]) == 14 and all(layer["sparsity"] == layer["target"] == 0.5 for layer in record["layers"])
+    assert [layer["block"] for layer in record["layers"]] == [0] * 7 + [1] * 7
     assert {"calibration_forward", "scoring", "propagation", "evaluation"} <= set(record["timings"])
     assert record["versions"]["torch"] and record["versions"]["symprune"] == "0.1.0"
     assert {"commit", "dirty"} <= set(record["git"])
@@ -60,8 +62,10 @@ def test_run_writes_record_and_wandb_offline(tiny_model_dir, assets, tmp_path):
     offline = wandb_run_dir(tmp_path)
     (table_file,) = offline.glob("files/media/table/sparsity/layers_*.table.json")
     table = json.loads(table_file.read_text())
-    assert table["columns"] == ["layer", "d_out", "d_in", "zeros", "numel", "sparsity"]
+    assert table["columns"] == ["layer", "block", "d_out", "d_in", "zeros", "numel", "target", "sparsity"]
     assert len(table["data"]) == 14
+    (blocks_file,) = offline.glob("files/media/table/sparsity/blocks_*.table.json")
+    assert json.loads(blocks_file.read_text())["data"] == [[0, 0.5, 0.5], [1, 0.5, 0.5]]
     log = next(offline.glob("run-*.wandb")).read_bytes()
     for key in ("perplexity/wikitext2/pruned", "perplexity/c4/dense", "sparsity/overall", "time/scoring", "calibration"):
         assert key.encode() in log, key

@@ -18,7 +18,7 @@ from symprune.prune.method import build_method
 from symprune.prune.scores.symwanda import SymWandaParams
 from symprune.run.plan import plan_run
 
-GROUPS = ["model", "calibration", "score", "sparsity", "refine", "eval", "logger", "placement", "paths", "experiment"]
+GROUPS = ["model", "calibration", "score", "sparsity", "refine", "allocation", "eval", "logger", "placement", "paths", "experiment"]
 
 
 def group_options(groups=GROUPS):

@@ -272,7 +272,7 @@ def test_gpu_cases_without_cuda_are_skipped_or_fail_when_required():
     """`pytest -m gpu` without CUDA: every case skipped with the reason, none passing; with
     SYMPRUNE_REQUIRE_GPU=1 every case fails (an error in its fixture), so the GPU check cannot pass
     without a GPU. Two pytest processes (about 20 s): the marker's behaviour is the thing tested."""
-    command = [sys.executable, "-m", "pytest", "tests/test_gpu.py", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider",
+    command = [sys.executable, "-m", "pytest", "tests/test_gpu.py", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider", "-n", "0",
                "-k", "float32_masks or semi_structured or synthetic_model_under"]
     environment = {key: value for key, value in os.environ.items() if key != REQUIRE_GPU}
     skipped = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=environment)

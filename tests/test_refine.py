@@ -370,7 +370,7 @@ def test_command_records_the_refinement_per_layer(tiny_model_dir, assets, tmp_pa
                                        for layer in record["layers"])
     (table_file,) = wandb_run_dir(tmp_path).glob("files/media/table/sparsity/layers_*.table.json")
     table = json.loads(table_file.read_text())
-    assert table["columns"] == ["layer", "d_out", "d_in", "zeros", "numel", "sparsity", *sorted(keys)]
+    assert table["columns"] == ["layer", "block", "d_out", "d_in", "zeros", "numel", "target", "sparsity", *sorted(keys)]
 
 
 # --- the reference's own behaviour (zyxxmu/DSnoT, lib/prune.py), re-expressed as a test oracle ------------

@@ -1,13 +1,15 @@
 """The family-agnostic view of a model: its decoder blocks and their prunable matrices.
 
 A prunable matrix is a linear layer's weight, or one expert's matrix inside a fused mixture-of-experts
-parameter (``model/experts.py``). Routers are never pruned: within a block holding fused experts, a
-linear whose output width is the number of experts (the router) or one (a shared expert's gate) is left out.
+parameter (``model/experts.py``). Routers are not pruned unless named by ``targets``: within a block holding
+fused experts, a linear whose output width is the number of experts (the router) or one (a shared expert's
+gate) is left out by default.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -69,15 +71,23 @@ def find_routers(block: nn.Module) -> set[str]:
     return routers
 
 
-def find_matrices(block: nn.Module) -> dict[str, Matrix]:
-    """Every matrix of ``block`` that is pruned, by name relative to it: its linears but the routers, and each
-    fused expert's matrices as ``<experts>.<e>.<part>``."""
+def candidate_matrices(block: nn.Module) -> dict[str, tuple[Matrix, bool]]:
+    """Every matrix of ``block`` by name relative to it (each fused expert's as ``<experts>.<e>.<part>``), with
+    whether it is pruned by default: every one but the routers."""
     routers = find_routers(block)
-    matrices: dict[str, Matrix] = {name: LinearMatrix(layer) for name, layer in find_linears(block).items()
-                                   if name not in routers}
+    candidates: dict[str, tuple[Matrix, bool]] = {name: (LinearMatrix(layer), name not in routers)
+                                                  for name, layer in find_linears(block).items()}
     for name, experts in find_experts(block).items():
-        matrices |= {f"{name}.{part}": matrix for part, matrix in expert_matrices(experts).items()}
-    return matrices
+        candidates |= {f"{name}.{part}": (matrix, True) for part, matrix in expert_matrices(experts).items()}
+    return candidates
+
+
+def find_matrices(block: nn.Module, select: Callable[[str, bool], bool] | None = None,
+                  prefix: str = "") -> dict[str, Matrix]:
+    """The matrices of ``block`` that are pruned, by name relative to it: by default its linears but the routers,
+    and each fused expert's matrices; ``select(prefix + name, by_default)`` chooses otherwise (prune/targets.py)."""
+    return {name: matrix for name, (matrix, by_default) in candidate_matrices(block).items()
+            if (select(prefix + name, by_default) if select else by_default)}
 
 
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -97,11 +107,24 @@ def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     return name, blocks
 
 
-def linear_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """(d_out, d_in) of every prunable matrix in the decoder blocks, by full name."""
+def linear_shapes(model: nn.Module, select: Callable[[str, bool], bool] | None = None) -> dict[str, tuple[int, int]]:
+    """(d_out, d_in) of every pruned matrix in the decoder blocks (``select``: as find_matrices), by full name."""
     prefix, blocks = find_blocks(model)
     return {
         f"{prefix}.{index}.{name}": tuple(matrix.weight.shape)
         for index, block in enumerate(blocks)
-        for name, matrix in find_matrices(block).items()
+        for name, matrix in find_matrices(block, select, f"{prefix}.{index}.").items()
     }
+
+
+def prunable_names(model: nn.Module) -> dict[str, bool]:
+    """Every matrix of the decoder blocks by full name, with whether it is pruned by default."""
+    prefix, blocks = find_blocks(model)
+    return {f"{prefix}.{index}.{name}": by_default for index, block in enumerate(blocks)
+            for name, (_, by_default) in candidate_matrices(block).items()}
+
+
+def linears_outside_blocks(model: nn.Module) -> list[str]:
+    """The linear layers outside the decoder blocks (the LM head), by full name."""
+    prefix, _ = find_blocks(model)
+    return [name for name in find_linears(model) if not name.startswith(prefix + ".")]

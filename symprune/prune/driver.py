@@ -26,10 +26,14 @@ from symprune.model.experts import ExpertMatrix
 from symprune.model.masks import MaskSet
 from symprune.model.placement import CPU, ActivationStore, Placement, move, streamed, visiting
 from symprune.model.structure import LinearMatrix, Matrix, find_blocks, find_experts, find_matrices
+from symprune.prune.allocation import Layout, check_ratios
 from symprune.prune.method import PruningMethod
 from symprune.prune.patterns.contract import PatternViolation
 from symprune.prune.routed import hook_routed_stats, method_for_expert
+from symprune.prune.scores.wanda import wanda
 from symprune.prune.stats import LayerStats, StatsAccumulator
+from symprune.prune.targets import Targets
+from symprune.registry import Built
 from symprune.timing import Timings
 
 log = logging.getLogger("symprune")
@@ -38,9 +42,11 @@ log = logging.getLogger("symprune")
 @dataclass
 class LayerReport:
     name: str
+    block: int  # the decoder block's index
     shape: tuple[int, int]
     zeros: int
     numel: int
+    target: float  # the ratio this matrix was pruned at (the allocation's)
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -57,6 +63,16 @@ class PruneReport:
     def overall_sparsity(self) -> float:
         """Zeros over weights of all pruned linear layers, measured on the weights."""
         return sum(layer.zeros for layer in self.layers) / sum(layer.numel for layer in self.layers)
+
+    def block_sparsities(self) -> list[tuple[int, float, float]]:
+        """Per decoder block with pruned matrices: (block index, target, achieved), each over its pruned weights."""
+        totals: dict[int, list[float]] = {}
+        for layer in self.layers:
+            entry = totals.setdefault(layer.block, [0.0, 0, 0])
+            entry[0] += layer.target * layer.numel
+            entry[1] += layer.zeros
+            entry[2] += layer.numel
+        return [(block, wanted / numel, zeros / numel) for block, (wanted, zeros, numel) in sorted(totals.items())]
 
 
 @dataclass
@@ -159,8 +175,10 @@ def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device, outpu
             outputs[start : start + hidden.shape[0]] = out[0] if isinstance(out, tuple) else out
 
 
-def collect_stats(block: nn.Module, matrices: dict[str, Matrix], inputs: BlockInputs, wanted, device: torch.device):
-    """One pass of the block with hooks feeding every matrix's inputs to its accumulator.
+def collect_stats(block: nn.Module, matrices: dict[str, Matrix], inputs: BlockInputs, wanted, device: torch.device,
+                  outputs: torch.Tensor | None = None):
+    """One pass of the block with hooks feeding every matrix's inputs to its accumulator (and the block's
+    outputs to ``outputs`` when given).
 
     Some layers see their input flattened to (batch·tokens, d_in) (OPT's MLP); the
     hooks restore the sequence axis from the batch entering the block, so the
@@ -175,8 +193,9 @@ def collect_stats(block: nn.Module, matrices: dict[str, Matrix], inputs: BlockIn
     def enter_block(module, args, kwargs):
         batch["size"] = (args[0] if args else kwargs["hidden_states"]).shape[0]
 
-    def add(accumulator: StatsAccumulator, layer_input: torch.Tensor, output: torch.Tensor) -> None:
+    def add(accumulator: StatsAccumulator, layer_input: torch.Tensor, output) -> None:
         size = batch["size"]
+        output = output[0] if isinstance(output, tuple) else output  # a router subclassing Linear: its logits first
         accumulator.add_batch(layer_input.reshape(size, -1, layer_input.shape[-1]), output.reshape(size, -1, output.shape[-1]))
 
     handles = [block.register_forward_pre_hook(enter_block, with_kwargs=True)]
@@ -190,7 +209,7 @@ def collect_stats(block: nn.Module, matrices: dict[str, Matrix], inputs: BlockIn
         for experts in find_experts(block).values()
     ]
     try:
-        run_block(block, inputs, device)
+        run_block(block, inputs, device, outputs)
     finally:
         for handle in handles:
             handle.remove()
@@ -207,8 +226,11 @@ def prune_model(
     placement: Placement | None = None,
     timings: Timings | None = None,
     progress: bool = True,
+    targets: Targets | None = None,
+    allocation: Built | None = None,
 ) -> PruneReport:
-    """Prune every linear layer of every decoder block in place; embeddings and LM head stay dense.
+    """Prune the matrices ``targets`` selects (default: every linear of every decoder block but the routers) in
+    place, each at the ratio ``allocation`` gives it (default: uniform, the pattern's own ratio).
 
     ``calibration_ids`` (samples × tokens) may be None only for methods that need
     no statistics (magnitude, RI): those prune every layer from its weights alone.
@@ -217,9 +239,15 @@ def prune_model(
     timings = timings or Timings()
     placement = placement or Placement(torch.device("cpu"))
     prefix, blocks = find_blocks(model)
+    selected = select_matrices(model, targets or Targets())
     wanted = method.required_stats
     if wanted and calibration_ids is None:
         raise ValueError(f"the method needs calibration statistics {sorted(wanted)} but no calibration data was given")
+    ratios = None
+    if allocation is not None and allocation.name != "uniform":
+        with timings.measure("allocation"):
+            ratios = allocate(model, blocks, selected, prefix, method.target_sparsity, allocation, calibration_ids,
+                              batch_size, placement, progress)
 
     reports: list[LayerReport] = []
     masks = MaskSet()
@@ -231,7 +259,8 @@ def prune_model(
         for index, block in enumerate(tqdm(blocks, desc="pruning blocks", disable=not progress)):
             with visiting(block, placement):
                 device = placement.block_device(block)
-                reports += _prune_block(block, f"{prefix}.{index}", method, inputs, device, timings, masks)
+                reports += _prune_block(selected[index], prefix, index, block, method, ratios, inputs, device,
+                                        timings, masks)
                 if inputs is not None and index + 1 < len(blocks):
                     with timings.measure("propagation"):
                         run_block(block, inputs, device, inputs.spare)
@@ -240,24 +269,79 @@ def prune_model(
     return PruneReport(reports, masks)
 
 
-def _prune_block(block, name: str, method: PruningMethod, inputs: BlockInputs | None, device, timings,
-                 masks: MaskSet) -> list[LayerReport]:
-    matrices = find_matrices(block)
+def select_matrices(model: nn.Module, targets: Targets) -> list[dict[str, Matrix]]:
+    """Per decoder block, the matrices ``targets`` selects, by name relative to the block."""
+    prefix, blocks = find_blocks(model)
+    return [find_matrices(block, targets.selects, f"{prefix}.{index}.") for index, block in enumerate(blocks)]
+
+
+def matrix_layout(prefix: str, selected: list[dict[str, Matrix]]) -> Layout:
+    return Layout(
+        tuple(f"{prefix}.{index}.{name}" for index, matrices in enumerate(selected) for name in matrices),
+        tuple(index for index, matrices in enumerate(selected) for _ in matrices),
+        tuple(matrix.weight.numel() for matrices in selected for matrix in matrices.values()),
+    )
+
+
+def allocate(model, blocks, selected: list[dict[str, Matrix]], prefix: str, target: float, allocation: Built,
+             calibration_ids, batch_size: int, placement: Placement, progress: bool) -> dict[str, float]:
+    """Each selected matrix's ratio under ``allocation`` (prune/allocation/), from what the rule measures: each
+    matrix's weights, or each block's dense Wanda scores in a dense calibration pass (OWL's reference propagates
+    the dense model's outputs)."""
+    layout = matrix_layout(prefix, selected)
+    per_matrix, per_block = allocation.meta("matrix_evidence"), allocation.meta("block_evidence")
+    evidence = None
+    if per_matrix is not None:
+        values = []
+        for block, matrices in zip(blocks, selected):
+            with visiting(block, placement):
+                values += [per_matrix(matrix.weight) for matrix in matrices.values()]
+        evidence = torch.tensor(values, dtype=torch.float64)
+    elif per_block is not None:
+        if calibration_ids is None:
+            raise ValueError(f"allocation '{allocation.name}' measures the dense model on calibration data, but none was given")
+        evidence = layout.per_layer(_dense_block_evidence(model, blocks, selected, per_block, calibration_ids,
+                                                          batch_size, placement, progress))
+    ratios = allocation.fn(layout, target, evidence)
+    check_ratios(layout, ratios, allocation.name, "choose a lower sparsity.ratio or a narrower spread of the rule")
+    return dict(zip(layout.names, ratios.tolist()))
+
+
+def _dense_block_evidence(model, blocks, selected, measure, calibration_ids, batch_size, placement, progress):
+    """``measure`` of each block's dense Wanda scores |W_ij|·‖X_:,j‖ (its selected matrices), with one pass per
+    block that both collects the statistics and propagates the dense outputs (NaN: a block without matrices)."""
+    values = torch.full((len(blocks),), float("nan"), dtype=torch.float64)
+    with ActivationStore(placement) as store:
+        inputs = capture_block_inputs(model, blocks, calibration_ids, batch_size, store, progress)
+        for index, (block, matrices) in enumerate(tqdm(list(zip(blocks, selected)), desc="allocation pass",
+                                                       disable=not progress)):
+            with visiting(block, placement):
+                stats = collect_stats(block, matrices, inputs, {"sq_norm"}, placement.block_device(block), inputs.spare)
+                scores = [wanda(matrix.weight, stats[name]) for name, matrix in matrices.items()
+                          if stats[name].sq_norm is not None]  # an expert no token reached has no statistics
+                if scores:
+                    values[index] = measure(scores)
+            inputs.advance()
+    return values
+
+
+def _prune_block(matrices: dict[str, Matrix], prefix: str, index: int, block, method: PruningMethod, ratios: dict[str, float] | None,
+                 inputs: BlockInputs | None, device, timings, masks: MaskSet) -> list[LayerReport]:
     stats = {}
-    if inputs is not None:
+    if inputs is not None and matrices:
         with timings.measure("calibration_forward"):
             stats = collect_stats(block, matrices, inputs, method.required_stats, device)
     reports = []
     with timings.measure("scoring"):
         for layer_name, matrix in matrices.items():
-            full_name = f"{name}.{layer_name}"
+            full_name = f"{prefix}.{index}.{layer_name}"
             weight = matrix.weight
             layer_stats = stats.get(layer_name, LayerStats())
-            layer_method, routing = method, {}
+            layer_method, routing = method if ratios is None else method.with_ratio(ratios[full_name]), {}
             if isinstance(matrix, ExpertMatrix) and inputs is not None:
-                layer_method, routing = method_for_expert(method, full_name, layer_stats)
+                layer_method, routing = method_for_expert(layer_method, full_name, layer_stats)
             result = layer_method.prune_layer(full_name, weight, layer_stats)
-            problem = method.violation(result)
+            problem = layer_method.violation(result)
             if problem is not None:
                 raise PatternViolation(f"layer {full_name}: the final mask breaks the sparsity pattern: {problem}")
             if result.weight is not None:
@@ -265,6 +349,6 @@ def _prune_block(block, name: str, method: PruningMethod, inputs: BlockInputs | 
             weight.masked_fill_(result.pruned, 0)
             zeros = weight == 0
             masks.add(full_name, zeros)
-            reports.append(LayerReport(full_name, tuple(weight.shape), int(zeros.sum()), weight.numel(),
-                                       {**result.info, **routing}))
+            reports.append(LayerReport(full_name, index, tuple(weight.shape), int(zeros.sum()), weight.numel(),
+                                       layer_method.target_sparsity, {**result.info, **routing}))
     return reports

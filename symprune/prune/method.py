@@ -55,6 +55,17 @@ class PruningMethod:
         return self.pattern.params.target_sparsity
 
     @property
+    def allocates(self) -> bool:
+        """Whether the pattern takes a ratio per matrix (unstructured); N:M patterns fix theirs."""
+        return hasattr(self.pattern.params, "ratio")
+
+    def with_ratio(self, ratio: float) -> PruningMethod:
+        """The method with the pattern's ratio replaced (a layer-wise allocation's ratio for one matrix)."""
+        if not self.allocates:
+            raise ValueError(f"sparsity pattern '{self.pattern.name}' has no ratio to allocate")
+        return dataclasses.replace(self, pattern=Built(self.pattern.entry, dataclasses.replace(self.pattern.params, ratio=ratio)))
+
+    @property
     def contract(self):
         return self.pattern.params.contract
 

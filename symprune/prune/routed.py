@@ -41,6 +41,8 @@ def hook_routed_stats(experts: nn.Module, accumulators: list[tuple[ExpertMatrix,
                     continue
                 tokens = sequence[(routes == expert).any(dim=-1)]
                 for part, inputs in routed_inputs(experts, expert, tokens).items():
+                    if (expert, part) not in mine:  # a matrix ``targets`` leaves out
+                        continue
                     matrix, accumulator = mine[(expert, part)]
                     outputs = F.linear(inputs, matrix.weight, matrix.bias) if wants_outputs else None
                     accumulator.add_batch(inputs.unsqueeze(0), None if outputs is None else outputs.unsqueeze(0))

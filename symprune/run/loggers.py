@@ -16,6 +16,9 @@ class RunLogger(Protocol):
 
     def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
 
+    def log_line(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], x: str, y: str) -> None:
+        """A table and its line plot of column ``y`` over column ``x``."""
+
     def finish(self, status: str = "completed", reason: str | None = None) -> None:
         """End the run; status completed, failed or interrupted (with the reason)."""
 
@@ -27,6 +30,9 @@ class NoLogger:
         pass
 
     def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        pass
+
+    def log_line(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], x: str, y: str) -> None:
         pass
 
     def finish(self, status: str = "completed", reason: str | None = None) -> None:
@@ -77,6 +83,10 @@ class WandbLogger:
 
     def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         self.run.log({key: self._wandb.Table(columns=list(columns), data=[list(row) for row in rows])})
+
+    def log_line(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], x: str, y: str) -> None:
+        table = self._wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+        self.run.log({key: table, f"{key}_plot": self._wandb.plot.line(table, x, y, title=f"{y} by {x}")})
 
     def finish(self, status: str = "completed", reason: str | None = None) -> None:
         """A failed or interrupted run ends with a non-zero exit code, its status and reason in the summary

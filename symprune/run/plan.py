@@ -19,9 +19,13 @@ from symprune.model.loading import DTYPES, ModelSource, load_config, resolve_sou
 from symprune.model.masks import check_layers, load_masks, read_mask_sha256
 from symprune.model.placement import Placement
 from symprune.model.saving import check_save_target
-from symprune.model.structure import linear_shapes, skeleton
+from symprune.model.structure import find_blocks, linear_shapes, linears_outside_blocks, prunable_names, skeleton
 from symprune.model.support import check_architecture
+from symprune.prune.allocation import ALLOCATIONS, check_ratios
+from symprune.prune.driver import matrix_layout, select_matrices
 from symprune.prune.method import PruningMethod, build_method
+from symprune.prune.targets import Targets
+from symprune.registry import Built
 from symprune.run.identity import config_hash, run_identity
 
 if TYPE_CHECKING:  # lm-eval is imported only by runs with zero-shot tasks
@@ -35,6 +39,8 @@ class Plan:
     method: PruningMethod
     source: ModelSource
     placement: Placement
+    targets: Targets  # the matrices pruned
+    allocation: Built  # their ratios (prune/allocation/)
     zeroshot: ZeroShotSuite | None  # None: no zero-shot tasks
     vocab_size: int  # the model's: bounds token ids that are not text (random ids, token files)
     identity: dict[str, Any]  # what decides the run's numbers (symprune/run/identity.py)
@@ -49,7 +55,7 @@ class Plan:
 
     @property
     def needs_calibration(self) -> bool:
-        return bool(self.method.required_stats)
+        return needs_calibration(self.method, self.allocation)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,6 +68,11 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{name}' was asked for, but no CUDA device is available (use device=cpu)")
     return device
+
+
+def needs_calibration(method: PruningMethod, allocation: Built) -> bool:
+    """The method's statistics, or an allocation that measures the dense model (OWL), read calibration data."""
+    return bool(method.required_stats) or allocation.meta("block_evidence") is not None
 
 
 def _max_positions(model_config) -> int | None:
@@ -80,13 +91,17 @@ def plan_run(cfg: DictConfig) -> Plan:
     model_config = load_config(source)
     shapes = skeleton(model_config, source.trust_remote_code)
     check_architecture(model_config, shapes)
-    layers = linear_shapes(shapes)
+    targets = Targets.from_config(run.targets, run.ignore)
+    targets.check(prunable_names(shapes), linears_outside_blocks(shapes))
+    layers = linear_shapes(shapes, targets.selects)
     given = None
     if run.mask_from is not None:
         check_layers(run.mask_from, layers)
         given = load_masks(run.mask_from)
     method = build_method(cfg.score, cfg.sparsity, cfg.refine, given)
-    data_identity = _check_data(run, method, source, model_config.bos_token_id)
+    allocation = _plan_allocation(cfg.allocation, method, shapes, targets)
+    calibrated = needs_calibration(method, allocation)
+    data_identity = _check_data(run, calibrated, source, model_config.bos_token_id)
     zeroshot = _plan_zeroshot(run, source)
     for layer, (d_out, d_in) in layers.items():
         method.check_layer(layer, d_out, d_in)
@@ -94,9 +109,12 @@ def plan_run(cfg: DictConfig) -> Plan:
         _check_given_masks(method, layers)
     weight_bytes = sum(parameter.numel() for parameter in shapes.parameters()) * DTYPES[run.model.dtype].itemsize
     check_save_target(run.save_model, run.save_semi_structured, method, weight_bytes)
+    if run.save_semi_structured and not targets.is_default:
+        raise ConfigError("save_semi_structured exports every matrix of the blocks in the 2:4 format; with targets or "
+                          "ignore some stay dense: leave both at their defaults or set save_semi_structured=false")
     limit = _max_positions(model_config)
     lengths = {"eval.perplexity.seqlen": run.eval.perplexity.seqlen}
-    if method.required_stats:
+    if calibrated:
         lengths["calibration.seqlen"] = run.calibration.seqlen
     for key, length in lengths.items():
         if limit is not None and length > limit:
@@ -106,7 +124,27 @@ def plan_run(cfg: DictConfig) -> Plan:
         data_identity, zeroshot.identity() if zeroshot else None,
         read_mask_sha256(run.mask_from) if run.mask_from else None,
     )
-    return Plan(cfg, run, method, source, placement, zeroshot, model_config.vocab_size, identity)
+    return Plan(cfg, run, method, source, placement, targets, allocation, zeroshot, model_config.vocab_size, identity)
+
+
+def _plan_allocation(node, method: PruningMethod, shapes, targets: Targets) -> Built:
+    """The allocation, checked against the pattern and (for rules that measure nothing) against the model's
+    matrices, so a bad list or spread fails here."""
+    allocation = ALLOCATIONS.build(node)
+    if allocation.name == "uniform":
+        return allocation
+    if not method.allocates:
+        raise ConfigError(f"allocation={allocation.name} gives the matrices different ratios, but sparsity pattern "
+                          f"'{method.pattern.name}' fixes its own in every matrix: use allocation=uniform")
+    if method.given is not None:
+        raise ConfigError(f"mask_from applies saved masks; allocation={allocation.name} cannot change their ratios: "
+                          f"use allocation=uniform")
+    if allocation.meta("block_evidence") is None and allocation.meta("matrix_evidence") is None:
+        prefix, _ = find_blocks(shapes)
+        layout = matrix_layout(prefix, select_matrices(shapes, targets))
+        ratios = allocation.fn(layout, method.target_sparsity, None)
+        check_ratios(layout, ratios, allocation.name, "choose other ratios or a lower sparsity.ratio")
+    return allocation
 
 
 def _check_given_masks(method: PruningMethod, layers: dict[str, tuple[int, int]]) -> None:
@@ -118,10 +156,10 @@ def _check_given_masks(method: PruningMethod, layers: dict[str, tuple[int, int]]
                               f"({problem}); set sparsity to the pattern the masks were made with")
 
 
-def _check_data(run: RunConfig, method: PruningMethod, source: ModelSource, bos_token_id: int | None) -> dict[str, Any]:
+def _check_data(run: RunConfig, calibrated: bool, source: ModelSource, bos_token_id: int | None) -> dict[str, Any]:
     """Every corpus the run reads exists and suits the model (text needs a tokenizer, a BOS per window
     needs a BOS token); returns each split's identity, by ``<part>/<name>``."""
-    parts = {"calibration": [run.calibration.name] if method.required_stats else []}
+    parts = {"calibration": [run.calibration.name] if calibrated else []}
     parts["evaluation"] = list(run.eval.perplexity.datasets)
     bos = {"calibration": ("calibration.bos", run.calibration.bos), "evaluation": ("eval.perplexity.bos", run.eval.perplexity.bos)}
     for part, names in parts.items():

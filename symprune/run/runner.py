@@ -138,7 +138,7 @@ def execute(plan: Plan, logger: RunLogger) -> RunResults:
     log.info("pruning: %s", _method_summary(plan.method))
     report = prune_model(
         model, plan.method, calibration, batch_size=run.calibration.batch_size, placement=plan.placement,
-        timings=timings, progress=progress,
+        timings=timings, progress=progress, targets=plan.targets, allocation=plan.allocation,
     )
     pruned = {}
     if streams:
@@ -156,7 +156,10 @@ def execute(plan: Plan, logger: RunLogger) -> RunResults:
                    "seqlen": pruned[name].seqlen}
             for name in streams
         },
-        "sparsity": {"overall": report.overall_sparsity, "target": plan.method.target_sparsity},
+        "sparsity": {"overall": report.overall_sparsity, "target": plan.method.target_sparsity,
+                     "allocation": plan.allocation.name,
+                     "blocks": [{"block": block, "target": target, "achieved": achieved}
+                                for block, target, achieved in report.block_sparsities()]},
     }
     totals = _layer_totals(report)
     if totals:
@@ -165,6 +168,7 @@ def execute(plan: Plan, logger: RunLogger) -> RunResults:
         metrics["zeroshot"] = {label: result.as_metrics() for label, result in zeroshot.items()}
     logger.log_metrics(flatten(metrics))
     logger.log_table("sparsity/layers", *_layer_table(report))
+    logger.log_line("sparsity/blocks", ["block", "target", "achieved"], report.block_sparsities(), "block", "target")
     if zeroshot:
         logger.log_table("zeroshot/tasks", *_zeroshot_table(zeroshot))
     results = RunResults(
@@ -289,9 +293,10 @@ def _layer_totals(report: PruneReport) -> dict[str, float]:
 def _layer_table(report: PruneReport) -> tuple[list[str], list[list[Any]]]:
     """Per-layer sparsity, plus whatever numbers the method reported per layer (e.g. a refinement's)."""
     info_keys = sorted({key for layer in report.layers for key in layer.info})
-    columns = ["layer", "d_out", "d_in", "zeros", "numel", "sparsity", *info_keys]
+    columns = ["layer", "block", "d_out", "d_in", "zeros", "numel", "target", "sparsity", *info_keys]
     rows = [
-        [layer.name, *layer.shape, layer.zeros, layer.numel, layer.sparsity, *(layer.info.get(k) for k in info_keys)]
+        [layer.name, layer.block, *layer.shape, layer.zeros, layer.numel, layer.target, layer.sparsity,
+         *(layer.info.get(k) for k in info_keys)]
         for layer in report.layers
     ]
     return columns, rows

@@ -22,9 +22,11 @@ from symprune.prune.patterns.contract import Contract
 from symprune.prune.refine import REFINEMENTS
 from symprune.prune.scores.wanda import wanda
 from symprune.prune.stats import LayerStats
+from symprune.prune.targets import Targets
 
-SUBLAYERS = ("attention", "mlp", "all")
-ATTENTION_MARKERS = ("attn", "attention")
+ATTENTION = r"(?i)(^|\.)[^.]*(attn|attention)[^.]*(\.|$)"  # a module path component naming attention
+SUBLAYER_SELECTIONS = {"attention": Targets((ATTENTION,)), "mlp": Targets(ignore=(ATTENTION,)), "all": Targets()}
+SUBLAYERS = tuple(SUBLAYER_SELECTIONS)
 STATS = frozenset({"sq_norm", "mean_sum", "var"})
 
 
@@ -70,13 +72,10 @@ class Rankings:
     accept_penalty: float = 0.0
 
 
-def is_attention(layer: str) -> bool:
-    """A layer is attention when a component of its module path says so (self_attn, attn, attention)."""
-    return any(marker in part.lower() for part in layer.split(".") for marker in ATTENTION_MARKERS)
-
-
 def is_selected(layer: str, sublayers: str) -> bool:
-    return sublayers == "all" or (sublayers == "attention") == is_attention(layer)
+    """Whether ``sublayers`` refines ``layer``: a layer is attention when a component of its module path says so
+    (self_attn, attn, attention); the choice is a layer selection like the run's ``targets``/``ignore``."""
+    return SUBLAYER_SELECTIONS[sublayers].selects(layer)
 
 
 def contribution(weight: torch.Tensor, stats: LayerStats) -> torch.Tensor:

@@ -1,0 +1,65 @@
+"""Layer-wise sparsity allocation: how the requested ratio is spread over the pruned matrices.
+
+An allocation is called as ``fn(layout, target, evidence, **params)`` and returns one ratio per matrix of
+``layout`` (a float64 tensor in its order) whose weighted mean over the matrices' sizes is ``target``.
+``evidence`` (one value per matrix, in the layout's order) is what the rule measures on the model, declared by the registration: ``block_evidence`` (a
+function of the bound parameters giving a function of one block's dense score matrices, e.g. OWL's outlier
+ratio, measured in a dense calibration pass; each matrix gets its block's) or ``matrix_evidence`` (a function of one weight matrix, e.g.
+AlphaPruning's heavy-tail exponent); None for rules that need neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from symprune.errors import ConfigError
+from symprune.registry import Registry
+
+ALLOCATIONS = Registry("allocation")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The pruned matrices in pruning order: full name, block index and number of weights of each."""
+
+    names: tuple[str, ...]
+    blocks: tuple[int, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def num_blocks(self) -> int:
+        return max(self.blocks) + 1 if self.blocks else 0
+
+    def size_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.sizes, dtype=torch.float64)
+
+    def per_layer(self, per_block: torch.Tensor) -> torch.Tensor:
+        """Each matrix gets its block's value."""
+        return per_block[torch.tensor(self.blocks)]
+
+    def block_means(self, per_layer: torch.Tensor) -> torch.Tensor:
+        """The plain mean of each block's values (blocks without matrices: NaN)."""
+        index = torch.tensor(self.blocks)
+        totals = torch.zeros(self.num_blocks, dtype=torch.float64).index_add_(0, index, per_layer.double())
+        counts = torch.zeros(self.num_blocks, dtype=torch.float64).index_add_(0, index, torch.ones_like(per_layer, dtype=torch.float64))
+        return totals / counts
+
+
+def shift_to_target(ratios: torch.Tensor, sizes: torch.Tensor, target: float) -> torch.Tensor:
+    """``ratios`` moved by one constant so that their mean weighted by ``sizes`` is ``target`` (with equal sizes:
+    minus their mean, plus the target, as OWL's reference does)."""
+    return ratios - (ratios * sizes).sum() / sizes.sum() + target
+
+
+def check_ratios(layout: Layout, ratios: torch.Tensor, allocation: str, hint: str) -> None:
+    """Every ratio must be a sparsity in [0, 1)."""
+    bad = [(name, float(ratio)) for name, ratio in zip(layout.names, ratios) if not 0.0 <= float(ratio) < 1.0]
+    if bad:
+        name, ratio = bad[0]
+        raise ConfigError(f"allocation={allocation} gives {len(bad)} matrices a sparsity outside [0, 1), e.g. "
+                          f"{ratio:.4f} for {name}; {hint}")
+
+
+from symprune.prune.allocation import alpha, explicit, linear, owl, uniform  # noqa: E402,F401  (registration)

@@ -1,0 +1,44 @@
+"""OWL (Yin et al. 2024, "Outlier Weighed Layerwise Sparsity"; reference luuyin/OWL): blocks with more
+outliers keep more weights.
+
+Per block l, the outlier ratio D_l is 100 × the share of the block's Wanda scores |W_ij|·‖X_:,j‖ (all its
+pruned matrices together) above ``M`` × their mean, measured on the dense model (the driver's dense pass).
+Then, as the reference: k = 2λ·(D − min D)/(max D − min D), k ← k − mean(k) + (1 − target), and block l's
+sparsity is 1 − k_l. The mean is weighted by the blocks' sizes, which is the reference's plain mean when
+every block prunes as many weights (it always does there); equal outlier ratios give uniform sparsity.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from symprune.errors import ConfigError
+from symprune.prune.allocation import ALLOCATIONS, Layout, shift_to_target
+
+
+@dataclass
+class OWLParams:
+    M: float = 5.0  # a score is an outlier above M × the block's mean score (reference: Hyper_m)
+    lam: float = 0.08  # λ: block sparsities span target ± λ (reference: Lamda)
+
+    def __post_init__(self):
+        if not self.M > 0:
+            raise ConfigError(f"allocation.M={self.M} must be positive")
+        if not 0.0 <= self.lam < 1.0:
+            raise ConfigError(f"allocation.lam={self.lam} (λ) is outside [0, 1)")
+
+
+def outlier_ratio(scores: list[torch.Tensor], M: float) -> float:
+    """100 × the share of all entries of ``scores`` above M × their mean."""
+    flat = torch.cat([score.detach().flatten().double() for score in scores])
+    return 100.0 * float((flat > flat.mean() * M).sum()) / flat.numel()
+
+
+@ALLOCATIONS.register("owl", params=OWLParams,
+                      block_evidence=lambda params: lambda scores: outlier_ratio(scores, params.M))
+def owl(layout: Layout, target: float, evidence: torch.Tensor, M: float, lam: float) -> torch.Tensor:
+    """``evidence``: per matrix, its block's outlier ratio D_l."""
+    outliers = evidence.double()
+    spread = outliers.max() - outliers.min()
+    kept = torch.zeros_like(outliers) if spread == 0 else (outliers - outliers.min()) / spread * (2 * lam)
+    return 1.0 - shift_to_target(kept, layout.size_tensor(), 1.0 - target)
