@@ -115,13 +115,11 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """A real-model module's tests form one xdist group: one worker runs them, computing the module's
-    fixtures once, and the long groups are handed out before the single tests."""
-    for item in items:
-        if item.get_closest_marker("real_model"):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    """Modules with real-model tests first. With ``--dist loadfile`` one worker runs each module (a model and
+    the module's fixtures load once), and handing out the long modules first keeps the workers' loads even."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("real_model")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
 
 
 def assets_dir() -> Path | None:
