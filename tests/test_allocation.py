@@ -253,3 +253,17 @@ def test_defaults_keep_the_run_identity():
     assert plan("allocation=owl").config_hash != default.config_hash
     assert plan("ignore=[down_proj]").config_hash != default.config_hash
     assert plan("allocation=owl").needs_calibration and not plan("score=magnitude").needs_calibration
+
+
+def test_owls_masks_are_the_methods_at_owls_ratios():
+    """The dense pass leaves the calibration inputs at block 0 as captured: pruning at OWL's ratios given as a
+    list makes the same masks; a score without statistics works with OWL too."""
+    model = tiny_architecture("llama3", num_hidden_layers=4)
+    report, owl_masks = pruned_masks(model, wanda_method(0.6), allocation=allocation("owl", M=2.0, lam=0.1))
+    ratios = [target for _, target, _ in report.block_sparsities()]
+    _, listed = pruned_masks(model, wanda_method(0.6), allocation=allocation("list", ratios=ratios))
+    assert owl_masks.keys() == listed.keys() and all(owl_masks[name].equal(listed[name]) for name in owl_masks)
+    magnitude = build_method({"name": "magnitude"}, {"pattern": "unstructured", "ratio": 0.6, "group": "row"},
+                             {"name": "none"})
+    report, _ = pruned_masks(model, magnitude, allocation=allocation("owl", M=2.0, lam=0.1))
+    assert [target for _, target, _ in report.block_sparsities()] == pytest.approx(ratios, abs=1e-12)

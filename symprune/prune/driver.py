@@ -103,6 +103,10 @@ class BlockInputs:
         self.hidden, self.spare = self.spare, self.hidden
         self.block += 1
 
+    def rewound(self, block0: torch.Tensor) -> BlockInputs:
+        """These inputs back at block 0, whose hidden states ``block0`` holds (a copy kept before a pass)."""
+        return BlockInputs(block0, self.spare, self.extra_by_batch, self.batch_size)
+
 
 class _BlockReached(Exception):
     """Raised by the capture hook to stop the forward pass at decoder block 0."""
@@ -243,19 +247,23 @@ def prune_model(
     wanted = method.required_stats
     if wanted and calibration_ids is None:
         raise ValueError(f"the method needs calibration statistics {sorted(wanted)} but no calibration data was given")
-    ratios = None
-    if allocation is not None and allocation.name != "uniform":
-        with timings.measure("allocation"):
-            ratios = allocate(model, blocks, selected, prefix, method.target_sparsity, allocation, calibration_ids,
-                              batch_size, placement, progress)
+    allocates = allocation is not None and allocation.name != "uniform"
+    measures_blocks = allocates and allocation.meta("block_evidence") is not None
+    if measures_blocks and calibration_ids is None:
+        raise ValueError(f"allocation '{allocation.name}' measures the dense model on calibration data, but none was given")
 
     reports: list[LayerReport] = []
     masks = MaskSet()
     with ActivationStore(placement) as store:
-        inputs = None
-        if wanted:
+        inputs, ratios = None, None
+        if wanted or measures_blocks:
             with timings.measure("calibration_forward"):
                 inputs = capture_block_inputs(model, blocks, calibration_ids, batch_size, store, progress)
+        if allocates:
+            with timings.measure("allocation"):
+                ratios, inputs = allocate(blocks, selected, prefix, method.target_sparsity, allocation, inputs,
+                                          store, placement, progress)
+        inputs = inputs if wanted else None
         for index, block in enumerate(tqdm(blocks, desc="pruning blocks", disable=not progress)):
             with visiting(block, placement):
                 device = placement.block_device(block)
@@ -283,11 +291,12 @@ def matrix_layout(prefix: str, selected: list[dict[str, Matrix]]) -> Layout:
     )
 
 
-def allocate(model, blocks, selected: list[dict[str, Matrix]], prefix: str, target: float, allocation: Built,
-             calibration_ids, batch_size: int, placement: Placement, progress: bool) -> dict[str, float]:
+def allocate(blocks, selected: list[dict[str, Matrix]], prefix: str, target: float, allocation: Built,
+             inputs: BlockInputs | None, store: ActivationStore, placement: Placement,
+             progress: bool) -> tuple[dict[str, float], BlockInputs | None]:
     """Each selected matrix's ratio under ``allocation`` (prune/allocation/), from what the rule measures: each
-    matrix's weights, or each block's dense Wanda scores in a dense calibration pass (OWL's reference propagates
-    the dense model's outputs)."""
+    matrix's weights, or each block's dense Wanda scores in a dense pass over the captured calibration inputs
+    (OWL's reference propagates the dense model's outputs); returns the ratios and the inputs, at block 0 again."""
     layout = matrix_layout(prefix, selected)
     per_matrix, per_block = allocation.meta("matrix_evidence"), allocation.meta("block_evidence")
     evidence = None
@@ -298,30 +307,28 @@ def allocate(model, blocks, selected: list[dict[str, Matrix]], prefix: str, targ
                 values += [per_matrix(matrix.weight) for matrix in matrices.values()]
         evidence = torch.tensor(values, dtype=torch.float64)
     elif per_block is not None:
-        if calibration_ids is None:
-            raise ValueError(f"allocation '{allocation.name}' measures the dense model on calibration data, but none was given")
-        evidence = layout.per_layer(_dense_block_evidence(model, blocks, selected, per_block, calibration_ids,
-                                                          batch_size, placement, progress))
+        block0 = store.empty(tuple(inputs.hidden.shape), inputs.hidden.dtype)
+        block0.copy_(inputs.hidden)
+        evidence = layout.per_layer(_dense_block_evidence(blocks, selected, per_block, inputs, placement, progress))
+        inputs = inputs.rewound(block0)
     ratios = allocation.fn(layout, target, evidence)
     check_ratios(layout, ratios, allocation.name, "choose a lower sparsity.ratio or a narrower spread of the rule")
-    return dict(zip(layout.names, ratios.tolist()))
+    return dict(zip(layout.names, ratios.tolist())), inputs
 
 
-def _dense_block_evidence(model, blocks, selected, measure, calibration_ids, batch_size, placement, progress):
+def _dense_block_evidence(blocks, selected, measure, inputs: BlockInputs, placement: Placement, progress: bool):
     """``measure`` of each block's dense Wanda scores |W_ij|·‖X_:,j‖ (its selected matrices), with one pass per
     block that both collects the statistics and propagates the dense outputs (NaN: a block without matrices)."""
     values = torch.full((len(blocks),), float("nan"), dtype=torch.float64)
-    with ActivationStore(placement) as store:
-        inputs = capture_block_inputs(model, blocks, calibration_ids, batch_size, store, progress)
-        for index, (block, matrices) in enumerate(tqdm(list(zip(blocks, selected)), desc="allocation pass",
-                                                       disable=not progress)):
-            with visiting(block, placement):
-                stats = collect_stats(block, matrices, inputs, {"sq_norm"}, placement.block_device(block), inputs.spare)
-                scores = [wanda(matrix.weight, stats[name]) for name, matrix in matrices.items()
-                          if stats[name].sq_norm is not None]  # an expert no token reached has no statistics
-                if scores:
-                    values[index] = measure(scores)
-            inputs.advance()
+    for index, (block, matrices) in enumerate(tqdm(list(zip(blocks, selected)), desc="allocation pass",
+                                                   disable=not progress)):
+        with visiting(block, placement):
+            stats = collect_stats(block, matrices, inputs, {"sq_norm"}, placement.block_device(block), inputs.spare)
+            scores = [wanda(matrix.weight, stats[name]) for name, matrix in matrices.items()
+                      if stats[name].sq_norm is not None]  # an expert no token reached has no statistics
+            if scores:
+                values[index] = measure(scores)
+        inputs.advance()
     return values
 
 
