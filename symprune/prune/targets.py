@@ -16,6 +16,15 @@ from typing import Iterable, Mapping
 from symprune.errors import ConfigError
 
 
+def check_patterns(key: str, patterns: Iterable[str]) -> None:
+    """Every pattern compiles as a regular expression; ``key`` names the setting in the error."""
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ConfigError(f"{key}: '{pattern}' is not a regular expression ({error})") from None
+
+
 @dataclass(frozen=True)
 class Targets:
     include: tuple[str, ...] | None = None  # None: every matrix that is pruned by default
@@ -24,12 +33,8 @@ class Targets:
     @classmethod
     def from_config(cls, targets, ignore) -> Targets:
         selection = cls(None if targets is None else tuple(targets), tuple(ignore or ()))
-        for key, patterns in (("targets", selection.include or ()), ("ignore", selection.ignore)):
-            for pattern in patterns:
-                try:
-                    re.compile(pattern)
-                except re.error as error:
-                    raise ConfigError(f"{key}: '{pattern}' is not a regular expression ({error})") from None
+        check_patterns("targets", selection.include or ())
+        check_patterns("ignore", selection.ignore)
         return selection
 
     @property

@@ -81,11 +81,14 @@ class WandbLogger:
         self.run.log(metrics)
         self.run.summary.update(metrics)
 
+    def _table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]):
+        return self._wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+
     def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        self.run.log({key: self._wandb.Table(columns=list(columns), data=[list(row) for row in rows])})
+        self.run.log({key: self._table(columns, rows)})
 
     def log_line(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], x: str, y: str) -> None:
-        table = self._wandb.Table(columns=list(columns), data=[list(row) for row in rows])
+        table = self._table(columns, rows)
         self.run.log({key: table, f"{key}_plot": self._wandb.plot.line(table, x, y, title=f"{y} by {x}")})
 
     def finish(self, status: str = "completed", reason: str | None = None) -> None:

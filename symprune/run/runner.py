@@ -140,6 +140,7 @@ def execute(plan: Plan, logger: RunLogger) -> RunResults:
         model, plan.method, calibration, batch_size=run.calibration.batch_size, placement=plan.placement,
         timings=timings, progress=progress, targets=plan.targets, allocation=plan.allocation,
     )
+    per_block = report.block_sparsities()
     pruned = {}
     if streams:
         log.info("pruned perplexity on %s", ", ".join(streams))
@@ -159,7 +160,7 @@ def execute(plan: Plan, logger: RunLogger) -> RunResults:
         "sparsity": {"overall": report.overall_sparsity, "target": plan.method.target_sparsity,
                      "allocation": plan.allocation.name,
                      "blocks": [{"block": block, "target": target, "achieved": achieved}
-                                for block, target, achieved in report.block_sparsities()]},
+                                for block, target, achieved in per_block]},
     }
     totals = _layer_totals(report)
     if totals:
@@ -168,7 +169,7 @@ def execute(plan: Plan, logger: RunLogger) -> RunResults:
         metrics["zeroshot"] = {label: result.as_metrics() for label, result in zeroshot.items()}
     logger.log_metrics(flatten(metrics))
     logger.log_table("sparsity/layers", *_layer_table(report))
-    logger.log_line("sparsity/blocks", ["block", "target", "achieved"], report.block_sparsities(), "block", "target")
+    logger.log_line("sparsity/blocks", ["block", "target", "achieved"], per_block, "block", "target")
     if zeroshot:
         logger.log_table("zeroshot/tasks", *_zeroshot_table(zeroshot))
     results = RunResults(

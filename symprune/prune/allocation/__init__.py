@@ -47,6 +47,12 @@ class Layout:
         return totals / counts
 
 
+def unit_range(values: torch.Tensor) -> torch.Tensor:
+    """``values`` mapped linearly onto [0, 1] (min → 0, max → 1); all zeros when they are all equal."""
+    spread = values.max() - values.min()
+    return torch.zeros_like(values) if spread == 0 else (values - values.min()) / spread
+
+
 def shift_to_target(ratios: torch.Tensor, sizes: torch.Tensor, target: float) -> torch.Tensor:
     """``ratios`` moved by one constant so that their mean weighted by ``sizes`` is ``target`` (with equal sizes:
     minus their mean, plus the target, as OWL's reference does)."""

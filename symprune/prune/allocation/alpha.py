@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from symprune.errors import ConfigError
-from symprune.prune.allocation import ALLOCATIONS, Layout
+from symprune.prune.allocation import ALLOCATIONS, Layout, unit_range
 
 METRICS = ("alpha_peak", "alpha_mid")
 MAPPINGS = ("block_wise", "layer_wise")
@@ -74,8 +74,6 @@ def alpha(layout: Layout, target: float, evidence: torch.Tensor, epsilon: float,
     alphas = evidence.double()
     if mapping == "block_wise":
         alphas = layout.per_layer(layout.block_means(alphas))
-    spread = alphas.max() - alphas.min()
-    unit = torch.zeros_like(alphas) if spread == 0 else (alphas - alphas.min()) / spread
-    ratios = unit * (2 * epsilon) + (1 - epsilon)
+    ratios = unit_range(alphas) * (2 * epsilon) + (1 - epsilon)
     sizes = layout.size_tensor()
     return ratios * (sizes.sum() * target / (sizes * ratios).sum())

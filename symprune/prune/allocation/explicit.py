@@ -10,6 +10,7 @@ import torch
 
 from symprune.errors import ConfigError
 from symprune.prune.allocation import ALLOCATIONS, Layout
+from symprune.prune.targets import check_patterns
 
 
 @dataclass
@@ -19,11 +20,7 @@ class ListParams:
     def __post_init__(self):
         if isinstance(self.ratios, dict):
             values = list(self.ratios.values())
-            for pattern in self.ratios:
-                try:
-                    re.compile(pattern)
-                except re.error as error:
-                    raise ConfigError(f"allocation.ratios: '{pattern}' is not a regular expression ({error})") from None
+            check_patterns("allocation.ratios", self.ratios)
         elif isinstance(self.ratios, list):
             values = self.ratios
         else:
@@ -40,7 +37,7 @@ def explicit(layout: Layout, target: float, evidence, ratios) -> torch.Tensor:
         if len(ratios) != layout.num_blocks:
             raise ConfigError(f"allocation.ratios has {len(ratios)} entries; the model has {layout.num_blocks} "
                               f"blocks: give one ratio per block")
-        per_layer = torch.tensor(ratios, dtype=torch.float64)[torch.tensor(layout.blocks)]
+        per_layer = layout.per_layer(torch.tensor(ratios, dtype=torch.float64))
     else:
         per_layer = torch.tensor([_ratio_by_name(name, ratios) for name in layout.names], dtype=torch.float64)
     sizes = layout.size_tensor()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from symprune.errors import ConfigError
-from symprune.prune.allocation import ALLOCATIONS, Layout, shift_to_target
+from symprune.prune.allocation import ALLOCATIONS, Layout, shift_to_target, unit_range
 
 
 @dataclass
@@ -38,7 +38,5 @@ def outlier_ratio(scores: list[torch.Tensor], M: float) -> float:
                       block_evidence=lambda params: lambda scores: outlier_ratio(scores, params.M))
 def owl(layout: Layout, target: float, evidence: torch.Tensor, M: float, lam: float) -> torch.Tensor:
     """``evidence``: per matrix, its block's outlier ratio D_l."""
-    outliers = evidence.double()
-    spread = outliers.max() - outliers.min()
-    kept = torch.zeros_like(outliers) if spread == 0 else (outliers - outliers.min()) / spread * (2 * lam)
+    kept = unit_range(evidence.double()) * (2 * lam)
     return 1.0 - shift_to_target(kept, layout.size_tensor(), 1.0 - target)
