@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 from symprune import data
 from symprune.evaluate.perplexity import perplexity
 from symprune.model.saving import save_pruned
+from symprune.prune.allocation import ALLOCATIONS
 from symprune.prune.driver import prune_model
 from symprune.prune.method import build_method
 
@@ -57,6 +58,30 @@ def test_wanda_between_dense_and_magnitude(smollm2, assets, tmp_path):
     assert ppl(reloaded, windows=1) == ppl(saved_wanda, windows=1)
 
 
+def test_allocations_reach_the_target_on_the_real_model(smollm2, assets):
+    """OWL at 70% (per-row rounding, as its reference) and AlphaPruning at 60% (per-layer threshold; at 70% its
+    default ε = 0.3 asks more than 100% of some matrices here): the ratios vary over the blocks, average the
+    target over the pruned weights, and every matrix prunes exactly what its ratio's
+    rounding says (int(d_in·r) per row; the threshold's int(numel·r) + 1), give or take weights already zero."""
+    model, tokenizer = smollm2
+    calibration, _ = data.calibration_ids("wikitext2", tokenizer, assets=str(assets), nsamples=2, seqlen=128, seed=0)
+    for allocation, group, ratio in (("owl", "row", 0.7), ("alpha", "layer", 0.6)):
+        method = build_method({"name": "wanda"}, {"pattern": "unstructured", "ratio": ratio, "group": group}, {"name": "none"})
+        candidate = copy.deepcopy(model)
+        report = prune_model(candidate, method, calibration, progress=False, allocation=ALLOCATIONS.build({"name": allocation}))
+        total = sum(layer.numel for layer in report.layers)
+        assert len({round(target, 6) for _, target, _ in report.block_sparsities()}) > 1, allocation
+        assert sum(layer.target * layer.numel for layer in report.layers) / total == pytest.approx(ratio, abs=1e-12)
+        slack = 0
+        for layer in report.layers:
+            rows, columns = layer.shape
+            pruned = rows * int(columns * layer.target) if group == "row" else int(layer.numel * layer.target) + 1
+            already_zero = int((model.get_submodule(layer.name).weight == 0).sum())
+            assert pruned <= layer.zeros <= pruned + already_zero, (allocation, layer.name)
+            slack += (rows if group == "row" else 1) + already_zero
+        assert abs(report.overall_sparsity - ratio) * total <= slack, allocation
+
+
 def test_dequantized_cache_is_the_gguf_model(smollm2, assets, tmp_path):
     """The cached float copy of the GGUF model has the same weights and tokenises the same."""
     import torch
@@ -103,3 +128,24 @@ def test_a_saved_mask_reapplied_gives_the_same_model(smollm2, assets, tmp_path, 
     assert again.masks.sha256() == wanda.masks.sha256()
     assert again.metrics["perplexity"]["wikitext2"]["pruned"] == wanda.metrics["perplexity"]["wikitext2"]["pruned"]
     assert again.metrics["sparsity"] == wanda.metrics["sparsity"]
+
+
+def test_a_gguf_config_is_parsed_once_per_process(monkeypatch):
+    """Planning a sweep composes every job's config: the GGUF metadata (seconds to walk) is read once, and
+    each caller gets its own copy to change."""
+    from conftest import SMOLLM2_GGUF, smollm2_directory
+    from transformers import AutoConfig
+
+    from symprune.model import loading
+
+    reads = []
+    original = AutoConfig.from_pretrained
+    monkeypatch.setattr(loading.AutoConfig, "from_pretrained",
+                        lambda *args, **kwargs: reads.append(args) or original(*args, **kwargs))
+    loading._gguf_config.cache_clear()
+    source = loading.ModelSource(smollm2_directory(), SMOLLM2_GGUF, True)
+    first, second = loading.load_config(source), loading.load_config(source)
+    assert len(reads) == 1
+    assert first.to_dict() == second.to_dict() and first.num_hidden_layers == 30
+    first.num_hidden_layers = 2
+    assert loading.load_config(source).num_hidden_layers == 30

@@ -7,6 +7,8 @@ weights; ``load_config``, ``load_tokenizer`` and ``load_model`` then read it, an
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -148,6 +150,22 @@ def load_config(source: ModelSource) -> PretrainedConfig:
     """The model's architecture config (cheap: no weights), with a clear error when unreachable."""
     if source.synthetic:
         return source.synthetic.config()
+    if source.local and source.gguf_file:
+        gguf = Path(source.location) / source.gguf_file
+        if gguf.is_file():
+            stat = gguf.stat()
+            return copy.deepcopy(_gguf_config(str(gguf.resolve()), stat.st_size, stat.st_mtime_ns, source))
+    return _read_config(source)
+
+
+@functools.lru_cache(maxsize=8)
+def _gguf_config(path: str, size: int, mtime_ns: int, source: ModelSource) -> PretrainedConfig:
+    """A GGUF file's config, parsed once per process and file version: reading it walks all the file's
+    metadata, the tokenizer's vocabulary included (seconds), and a sweep plans every job's config."""
+    return _read_config(source)
+
+
+def _read_config(source: ModelSource) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(source.location, **source.kwargs())
     except (OSError, ValueError, KeyError) as error:  # unreadable, truncated or foreign files raise all three

@@ -30,8 +30,10 @@ class OWLParams:
 
 def outlier_ratio(scores: list[torch.Tensor], M: float) -> float:
     """100 × the share of all entries of ``scores`` above M × their mean."""
-    flat = torch.cat([score.detach().flatten().double() for score in scores])
-    return 100.0 * float((flat > flat.mean() * M).sum()) / flat.numel()
+    count = sum(score.numel() for score in scores)
+    mean = sum(float(score.detach().sum(dtype=torch.float64)) for score in scores) / count
+    outliers = sum(int((score.detach() > mean * M).sum()) for score in scores)  # no concatenated copy
+    return 100.0 * outliers / count
 
 
 @ALLOCATIONS.register("owl", params=OWLParams,
