@@ -154,13 +154,14 @@ def load_config(source: ModelSource) -> PretrainedConfig:
         gguf = Path(source.location) / source.gguf_file
         if gguf.is_file():
             stat = gguf.stat()
-            return copy.deepcopy(_gguf_config(str(gguf.resolve()), stat.st_size, stat.st_mtime_ns, source))
+            return copy.deepcopy(_gguf_config(source, stat.st_size, stat.st_mtime_ns))
     return _read_config(source)
 
 
 @functools.lru_cache(maxsize=8)
-def _gguf_config(path: str, size: int, mtime_ns: int, source: ModelSource) -> PretrainedConfig:
-    """A GGUF file's config, parsed once per process and file version: reading it walks all the file's
+def _gguf_config(source: ModelSource, size: int, mtime_ns: int) -> PretrainedConfig:
+    """A GGUF file's config, parsed once per process and file version (its size and mtime are the rest of
+    the cache key): reading it walks all the file's
     metadata, the tokenizer's vocabulary included (seconds), and a sweep plans every job's config."""
     return _read_config(source)
 
