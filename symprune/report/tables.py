@@ -358,6 +358,8 @@ def _main(argv: Sequence[str] | None) -> None:
     export_cmd = commands.add_parser("export", help="the records behind the tables, as JSON lines per experiment")
     export_cmd.add_argument("directories", nargs="*", default=["outputs/experiments"], help="searched for results.json")
     export_cmd.add_argument("--out", default="experiments/results/records")
+    export_cmd.add_argument("--records", help="also keep the records already exported in this directory (a sweep "
+                                              "that adds runs to a committed table); the newest of a config wins")
     report_cmd = commands.add_parser("report", help="a W&B Report of an experiment's sweep (--dry-run: its spec)")
     report_cmd.add_argument("experiment", help="an experiment config's name (conf/experiment/NAME.yaml)")
     report_cmd.add_argument("--entity", default=os.environ.get("WANDB_ENTITY"), help="default: $WANDB_ENTITY")
@@ -396,7 +398,11 @@ def _main(argv: Sequence[str] | None) -> None:
         return
     if args.command == "export":
         command = f"symprune-tables export {' '.join(args.directories)} --out {args.out}"
-        for path in export(find_records(args.directories), Path(args.out), command):
+        records = find_records(args.directories)
+        if args.records:
+            command += f" --records {args.records}"
+            records = read_exported(args.records) + records
+        for path in export(records, Path(args.out), command):
             print(f"wrote {path}")
         return
     directories = args.directories or ([] if args.records else ["outputs/experiments"])
