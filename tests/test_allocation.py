@@ -11,6 +11,7 @@ from conftest import TINY_VOCAB, compose_run, tiny_architecture, tiny_model
 
 from symprune.errors import ConfigError
 from symprune.model.structure import find_blocks, linear_shapes
+from symprune.prune import driver
 from symprune.prune.allocation import ALLOCATIONS, Layout
 from symprune.prune.allocation.alpha import hill_alpha
 from symprune.prune.allocation.owl import outlier_ratio
@@ -20,8 +21,8 @@ from symprune.prune.targets import Targets
 from symprune.run.plan import plan_run
 
 
-def wanda_method(ratio=0.6, group="row"):
-    return build_method({"name": "wanda"}, {"pattern": "unstructured", "ratio": ratio, "group": group}, {"name": "none"})
+def wanda_method(ratio=0.6, group="row", refine="none"):
+    return build_method({"name": "wanda"}, {"pattern": "unstructured", "ratio": ratio, "group": group}, {"name": refine})
 
 
 def calibration(samples=4, tokens=32, seed=1):
@@ -255,13 +256,20 @@ def test_defaults_keep_the_run_identity():
     assert plan("allocation=owl").needs_calibration and not plan("score=magnitude").needs_calibration
 
 
-def test_owls_masks_are_the_methods_at_owls_ratios():
-    """The dense pass leaves the calibration inputs at block 0 as captured: pruning at OWL's ratios given as a
-    list makes the same masks; a score without statistics works with OWL too."""
+@pytest.mark.parametrize("refine", ["none", "dsnot"])  # DSnoT reads block 0's mean and variance as well
+def test_owls_masks_are_the_methods_at_owls_ratios(refine, monkeypatch):
+    """The dense pass leaves the calibration inputs at block 0 as captured and hands the pruning pass block 0's
+    statistics (one statistics pass fewer): pruning at OWL's ratios given as a list, which measures block 0
+    again, makes the same masks; a score without statistics works with OWL too."""
+    passes = []
+    counted = driver.collect_stats
+    monkeypatch.setattr(driver, "collect_stats", lambda block, *args, **kwargs: passes.append(block) or counted(block, *args, **kwargs))
     model = tiny_architecture("llama3", num_hidden_layers=4)
-    report, owl_masks = pruned_masks(model, wanda_method(0.6), allocation=allocation("owl", M=2.0, lam=0.1))
+    report, owl_masks = pruned_masks(model, wanda_method(0.6, refine=refine), allocation=allocation("owl", M=2.0, lam=0.1))
+    assert len(passes) == 4 + 3  # the dense pass, then blocks 1-3
     ratios = [target for _, target, _ in report.block_sparsities()]
-    _, listed = pruned_masks(model, wanda_method(0.6), allocation=allocation("list", ratios=ratios))
+    _, listed = pruned_masks(model, wanda_method(0.6, refine=refine), allocation=allocation("list", ratios=ratios))
+    assert len(passes) == 7 + 4
     assert owl_masks.keys() == listed.keys() and all(owl_masks[name].equal(listed[name]) for name in owl_masks)
     magnitude = build_method({"name": "magnitude"}, {"pattern": "unstructured", "ratio": 0.6, "group": "row"},
                              {"name": "none"})

@@ -11,8 +11,11 @@ from transformers.pytorch_utils import Conv1D
 
 from symprune.evaluate.perplexity import perplexity
 from symprune.model.structure import find_blocks, find_matrices, linear_shapes
-from symprune.prune.driver import prune_model
+from symprune.model.placement import ActivationStore, Placement
+from symprune.prune.driver import capture_block_inputs, collect_stats, prune_model, run_block
 from symprune.prune.method import build_method
+from symprune.prune.stats import StatsAccumulator
+from symprune.prune.targets import Targets
 
 # Written out per family on purpose: an independent check of the driver's family-agnostic discovery.
 BLOCK_PATHS = {
@@ -216,3 +219,32 @@ def test_current_architectures(architecture, monkeypatch):
             assert parameter.equal(before[name]), name
     result = perplexity(model, calibration(samples=2, tokens=16, seed=2).reshape(-1), 16, progress=False)
     assert result.windows == 2 and math.isfinite(result.perplexity)
+
+
+@pytest.mark.parametrize("wanted", [{"sq_norm"}, {"sq_norm", "mean_sum", "var", "hessian", "out_sq_norm"}])
+def test_layers_reading_one_tensor_compute_its_statistics_once(wanted, monkeypatch):
+    """q/k/v and gate/up read one tensor: its terms are computed once per sequence, and every layer's
+    statistics equal, bit for bit, an accumulator of its own fed with that layer's recorded inputs."""
+    model = tiny_model("llama")
+    block = find_blocks(model)[1][0]
+    ids = calibration(samples=3, tokens=16)
+    with torch.inference_mode(), ActivationStore(Placement(torch.device("cpu"))) as store:
+        inputs = capture_block_inputs(model, find_blocks(model)[1], ids, 1, store, False)
+        matrices = find_matrices(block, Targets().selects, "model.layers.0.")
+        recorded = {name: [] for name in matrices}
+        hooks = [m.layer.register_forward_hook(lambda mod, args, out, n=n: recorded[n].append((args[0].clone(), out.clone())))
+                 for n, m in matrices.items()]
+        run_block(block, inputs, torch.device("cpu"))
+        for hook in hooks:
+            hook.remove()
+        computed = []
+        original = StatsAccumulator._input_terms
+        monkeypatch.setattr(StatsAccumulator, "_input_terms", lambda self, x, n: computed.append(n) or original(self, x, n))
+        stats = collect_stats(block, matrices, inputs, wanted, torch.device("cpu"))
+    assert len(computed) == 4 * len(ids)  # attention input, o_proj's, MLP input, down_proj's
+    for name, matrix in matrices.items():
+        alone = StatsAccumulator(matrix.weight.shape[1], wanted, "cpu", d_out=matrix.weight.shape[0])
+        for layer_input, output in recorded[name]:
+            alone.add_batch(layer_input, output)
+        for statistic in wanted:
+            assert getattr(stats[name], statistic).equal(getattr(alone.stats, statistic)), (name, statistic)

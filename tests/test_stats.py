@@ -91,3 +91,21 @@ def test_statistics_are_float32_for_half_inputs_and_only_the_wanted_ones():
 def test_unknown_statistic_is_rejected():
     with pytest.raises(ValueError, match="unknown statistics \\['norms'\\]"):
         StatsAccumulator(6, {"norms"}, "cpu")
+
+
+def test_terms_reused_from_a_layer_with_the_same_inputs_are_added_bit_for_bit():
+    """Layers reading one tensor (q/k/v) share what it adds; terms for other sequence numbers or other
+    statistics are computed again, never added."""
+    first, second = torch.stack(sequences(lengths=(8, 8))), torch.stack(sequences(seed=3, lengths=(8, 8)))
+    leader, follower, alone = (StatsAccumulator(6, ALL, "cpu") for _ in range(3))
+    for batch in (first, second):
+        terms = leader.add_batch(batch)
+        assert follower.add_batch(batch, reuse=terms) is terms
+        alone.add_batch(batch)
+    for name in ALL:
+        assert getattr(follower.stats, name).equal(getattr(alone.stats, name)), name
+    stale = StatsAccumulator(6, ALL, "cpu").add_batch(second)  # sequences 1-2, offered for sequences 5-6
+    assert leader.add_batch(second, reuse=stale) is not stale
+    other = StatsAccumulator(6, {"sq_norm"}, "cpu").add_batch(first)
+    fresh = StatsAccumulator(6, ALL, "cpu")
+    assert fresh.add_batch(first, reuse=other) is not other and fresh.stats.hessian.abs().sum() > 0

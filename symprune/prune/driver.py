@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from symprune.prune.method import PruningMethod
 from symprune.prune.patterns.contract import PatternViolation
 from symprune.prune.routed import hook_routed_stats, method_for_expert
 from symprune.prune.scores.wanda import wanda
-from symprune.prune.stats import LayerStats, StatsAccumulator
+from symprune.prune.stats import STATISTICS, LayerStats, StatsAccumulator
 from symprune.prune.targets import Targets
 from symprune.registry import Built
 from symprune.timing import Timings
@@ -186,13 +187,18 @@ def collect_stats(block: nn.Module, matrices: dict[str, Matrix], inputs: BlockIn
 
     Some layers see their input flattened to (batch·tokens, d_in) (OPT's MLP); the
     hooks restore the sequence axis from the batch entering the block, so the
-    statistics always count sequences. Fused experts: prune/routed.py.
+    statistics always count sequences. A layer called on the very tensor the
+    previous one read (q/k/v, gate/up) adds the terms computed for it instead of
+    computing them again (no model changes a layer's input in place between two
+    layers; the whole-model reference tests would show it). Fused experts:
+    prune/routed.py.
     """
     accumulators = {
         name: StatsAccumulator(matrix.weight.shape[1], wanted, device, d_out=matrix.weight.shape[0])
         for name, matrix in matrices.items()
     }
     batch = {"size": 1}
+    last = {"input": None, "terms": None}  # the latest layer input and what it added
 
     def enter_block(module, args, kwargs):
         batch["size"] = (args[0] if args else kwargs["hidden_states"]).shape[0]
@@ -200,7 +206,10 @@ def collect_stats(block: nn.Module, matrices: dict[str, Matrix], inputs: BlockIn
     def add(accumulator: StatsAccumulator, layer_input: torch.Tensor, output) -> None:
         size = batch["size"]
         output = output[0] if isinstance(output, tuple) else output  # a router subclassing Linear: its logits first
-        accumulator.add_batch(layer_input.reshape(size, -1, layer_input.shape[-1]), output.reshape(size, -1, output.shape[-1]))
+        last["terms"] = accumulator.add_batch(layer_input.reshape(size, -1, layer_input.shape[-1]),
+                                              output.reshape(size, -1, output.shape[-1]),
+                                              reuse=last["terms"] if layer_input is last["input"] else None)
+        last["input"] = layer_input
 
     handles = [block.register_forward_pre_hook(enter_block, with_kwargs=True)]
     handles += [
@@ -217,6 +226,7 @@ def collect_stats(block: nn.Module, matrices: dict[str, Matrix], inputs: BlockIn
     finally:
         for handle in handles:
             handle.remove()
+        last.clear()
     return {name: accumulator.stats for name, accumulator in accumulators.items()}
 
 
@@ -255,20 +265,27 @@ def prune_model(
     reports: list[LayerReport] = []
     masks = MaskSet()
     with ActivationStore(placement) as store:
-        inputs, ratios = None, None
+        inputs, ratios, block0_stats = None, None, None
         if wanted or measures_blocks:
             with timings.measure("calibration_forward"):
                 inputs = capture_block_inputs(model, blocks, calibration_ids, batch_size, store, progress)
         if allocates:
             with timings.measure("allocation"):
-                ratios, inputs = allocate(blocks, selected, prefix, method.target_sparsity, allocation, inputs,
-                                          store, placement, progress)
+                ratios, inputs, block0_stats = allocate(blocks, selected, prefix, method.target_sparsity, allocation,
+                                                        inputs, wanted, store, placement, progress)
         inputs = inputs if wanted else None
         for index, block in enumerate(tqdm(blocks, desc="pruning blocks", disable=not progress)):
             with visiting(block, placement):
                 device = placement.block_device(block)
-                reports += _prune_block(selected[index], prefix, index, block, method, ratios, inputs, device,
-                                        timings, masks)
+                stats = {}
+                if inputs is not None and selected[index]:
+                    if index == 0 and block0_stats is not None:
+                        stats = block0_stats
+                    else:
+                        with timings.measure("calibration_forward"):
+                            stats = collect_stats(block, selected[index], inputs, wanted, device)
+                reports += _prune_block(selected[index], prefix, index, block, method, ratios, stats,
+                                        inputs is not None, timings, masks)
                 if inputs is not None and index + 1 < len(blocks):
                     with timings.measure("propagation"):
                         run_block(block, inputs, device, inputs.spare)
@@ -292,14 +309,15 @@ def matrix_layout(prefix: str, selected: list[dict[str, Matrix]]) -> Layout:
 
 
 def allocate(blocks, selected: list[dict[str, Matrix]], prefix: str, target: float, allocation: Built,
-             inputs: BlockInputs | None, store: ActivationStore, placement: Placement,
-             progress: bool) -> tuple[dict[str, float], BlockInputs | None]:
+             inputs: BlockInputs | None, wanted: frozenset[str], store: ActivationStore, placement: Placement,
+             progress: bool) -> tuple[dict[str, float], BlockInputs | None, dict[str, LayerStats] | None]:
     """Each selected matrix's ratio under ``allocation`` (prune/allocation/), from what the rule measures: each
     matrix's weights, or each block's dense Wanda scores in a dense pass over the captured calibration inputs
-    (OWL's reference propagates the dense model's outputs); returns the ratios and the inputs, at block 0 again."""
+    (OWL's reference propagates the dense model's outputs). Returns the ratios, the inputs at block 0 again,
+    and, after a dense pass, block 0's ``wanted`` statistics: the pruning pass would measure the same."""
     layout = matrix_layout(prefix, selected)
     per_matrix, per_block = allocation.meta("matrix_evidence"), allocation.meta("block_evidence")
-    evidence = None
+    evidence, block0_stats = None, None
     if per_matrix is not None:
         values = []
         for block, matrices in zip(blocks, selected):
@@ -309,35 +327,46 @@ def allocate(blocks, selected: list[dict[str, Matrix]], prefix: str, target: flo
     elif per_block is not None:
         block0 = store.empty(tuple(inputs.hidden.shape), inputs.hidden.dtype)
         block0.copy_(inputs.hidden)
-        evidence = layout.per_layer(_dense_block_evidence(blocks, selected, per_block, inputs, placement, progress))
+        values, block0_stats = _dense_block_evidence(blocks, selected, per_block, inputs, wanted, placement, progress)
+        evidence = layout.per_layer(values)
         inputs = inputs.rewound(block0)
     ratios = allocation.fn(layout, target, evidence)
     check_ratios(layout, ratios, allocation.name, "choose a lower sparsity.ratio or a narrower spread of the rule")
-    return dict(zip(layout.names, ratios.tolist())), inputs
+    return dict(zip(layout.names, ratios.tolist())), inputs, block0_stats
 
 
-def _dense_block_evidence(blocks, selected, measure, inputs: BlockInputs, placement: Placement, progress: bool):
+def _dense_block_evidence(blocks, selected, measure, inputs: BlockInputs, wanted: frozenset[str], placement: Placement,
+                          progress: bool) -> tuple[torch.Tensor, dict[str, LayerStats]]:
     """``measure`` of each block's dense Wanda scores |W_ij|·‖X_:,j‖ (its selected matrices), with one pass per
-    block that both collects the statistics and propagates the dense outputs (NaN: a block without matrices)."""
+    block that both collects the statistics and propagates the dense outputs (NaN: a block without matrices);
+    and block 0's ``wanted`` statistics, collected in its pass too."""
     values = torch.full((len(blocks),), float("nan"), dtype=torch.float64)
+    block0_stats = {}
     for index, (block, matrices) in enumerate(tqdm(list(zip(blocks, selected)), desc="allocation pass",
                                                    disable=not progress)):
         with visiting(block, placement):
-            stats = collect_stats(block, matrices, inputs, {"sq_norm"}, placement.block_device(block), inputs.spare)
+            needed = {"sq_norm", *wanted} if index == 0 else {"sq_norm"}
+            outputs = inputs.spare if index + 1 < len(blocks) else None  # the last block's feed no block
+            stats = collect_stats(block, matrices, inputs, needed, placement.block_device(block), outputs)
             scores = [wanda(matrix.weight, stats[name]) for name, matrix in matrices.items()
                       if stats[name].sq_norm is not None]  # an expert no token reached has no statistics
             if scores:
                 values[index] = measure(scores)
+            if index == 0:
+                block0_stats = {name: _only(layer_stats, wanted) for name, layer_stats in stats.items()}
         inputs.advance()
-    return values
+    return values, block0_stats
 
 
-def _prune_block(matrices: dict[str, Matrix], prefix: str, index: int, block, method: PruningMethod, ratios: dict[str, float] | None,
-                 inputs: BlockInputs | None, device, timings, masks: MaskSet) -> list[LayerReport]:
-    stats = {}
-    if inputs is not None and matrices:
-        with timings.measure("calibration_forward"):
-            stats = collect_stats(block, matrices, inputs, method.required_stats, device)
+def _only(stats: LayerStats, wanted: frozenset[str]) -> LayerStats:
+    """``stats`` without the statistics outside ``wanted``, as a pass collecting only those would leave it."""
+    return dataclasses.replace(stats, **{name: None for name in STATISTICS if name not in wanted})
+
+
+def _prune_block(matrices: dict[str, Matrix], prefix: str, index: int, block, method: PruningMethod,
+                 ratios: dict[str, float] | None, stats: dict[str, LayerStats], calibrated: bool, timings,
+                 masks: MaskSet) -> list[LayerReport]:
+    """Mask every matrix of one block from its statistics (``calibrated``: the run measured the block's inputs)."""
     reports = []
     with timings.measure("scoring"):
         for layer_name, matrix in matrices.items():
@@ -345,7 +374,7 @@ def _prune_block(matrices: dict[str, Matrix], prefix: str, index: int, block, me
             weight = matrix.weight
             layer_stats = stats.get(layer_name, LayerStats())
             layer_method, routing = method if ratios is None else method.with_ratio(ratios[full_name]), {}
-            if isinstance(matrix, ExpertMatrix) and inputs is not None:
+            if isinstance(matrix, ExpertMatrix) and calibrated:
                 layer_method, routing = method_for_expert(layer_method, full_name, layer_stats)
             result = layer_method.prune_layer(full_name, weight, layer_stats)
             problem = layer_method.violation(result)

@@ -53,6 +53,16 @@ class LayerStats:
         return value
 
 
+@dataclass(frozen=True)
+class InputTerms:
+    """What a batch of input sequences adds to one layer's input statistics, per sequence (``first``: the
+    first sequence's number, from 1, as the running means divide by it)."""
+
+    first: int
+    wanted: frozenset[str]
+    per_sequence: list[dict[str, torch.Tensor]]
+
+
 class StatsAccumulator:
     """Accumulates the requested statistics for one linear layer of shape (d_out, d_in)."""
 
@@ -67,8 +77,15 @@ class StatsAccumulator:
             setattr(self.stats, name, torch.zeros(shape, dtype=torch.float32, device=device))
 
     @torch.no_grad()
-    def add_batch(self, inputs: torch.Tensor, outputs: torch.Tensor | None = None) -> None:
-        """Add a batch of sequences, shaped (batch, tokens, d_in) or (tokens, d_in), and the layer's outputs."""
+    def add_batch(self, inputs: torch.Tensor, outputs: torch.Tensor | None = None,
+                  reuse: InputTerms | None = None) -> InputTerms:
+        """Add a batch of sequences, shaped (batch, tokens, d_in) or (tokens, d_in), and the layer's outputs.
+
+        Returns what the inputs added to the input statistics. ``reuse``: what another accumulator returned for
+        these same inputs (layers that read one tensor, such as q/k/v or gate/up); it is added as it is when it
+        was computed for the same statistics and sequence numbers, which is what computing it again would
+        add, bit for bit.
+        """
         if "out_sq_norm" in self.wanted and outputs is None:
             raise ValueError("the statistic 'out_sq_norm' needs the layer's outputs")
         if inputs.dim() == 2:
@@ -76,27 +93,44 @@ class StatsAccumulator:
         batch = inputs.shape[0]
         inputs = inputs.reshape(batch, -1, inputs.shape[-1])
         outputs = outputs.reshape(batch, -1, outputs.shape[-1]) if outputs is not None else [None] * batch
-        for sequence, sequence_out in zip(inputs, outputs):
-            self._add_sequence(sequence.t().float(), None if sequence_out is None else sequence_out.t().float())
+        first = self.stats.n_sequences + 1
+        terms = reuse
+        if terms is None or (terms.first, terms.wanted, len(terms.per_sequence)) != (first, self.wanted, batch):
+            terms = InputTerms(first, self.wanted, [self._input_terms(sequence.t().float(), first + index)
+                                                    for index, sequence in enumerate(inputs)])
+        for sequence_terms, sequence_out in zip(terms.per_sequence, outputs):
+            self._add_sequence(sequence_terms, inputs.shape[1], None if sequence_out is None else sequence_out.t().float())
+        return terms
 
-    def _add_sequence(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
-        """x is (d_in, tokens) and y (d_out, tokens) in float32, as the references lay them out."""
-        s = self.stats
-        n, tokens = s.n_sequences, x.shape[1]
+    def _input_terms(self, x: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
+        """What sequence number ``n`` (from 1), x of shape (d_in, tokens) in float32 as the references lay it
+        out, adds to each input statistic: f(x)/n for the running means, its own variance for ``var``."""
+        terms = {}
         if "var" in self.wanted:
-            seq_var = torch.var(x, dim=1, unbiased=False)
-            s.var = seq_var if s.n_tokens == 0 else (s.var * s.n_tokens + seq_var * tokens) / (s.n_tokens + tokens)
+            terms["var"] = torch.var(x, dim=1, unbiased=False)
+        if "sq_norm" in self.wanted:
+            terms["sq_norm"] = torch.norm(x, p=2, dim=1) ** 2 / n
+        if "mean_sum" in self.wanted:
+            terms["mean_sum"] = torch.sum(x, dim=1) / n
+        if "hessian" in self.wanted:
+            scaled = math.sqrt(2 / n) * x
+            terms["hessian"] = scaled.matmul(scaled.t())
+        return terms
+
+    def _add_sequence(self, terms: dict[str, torch.Tensor], tokens: int, y: torch.Tensor | None) -> None:
+        """The references' recurrence; y is the layer's output, (d_out, tokens) in float32."""
+        s = self.stats
+        n = s.n_sequences
+        if "var" in self.wanted:
+            seq_var = terms["var"]
+            s.var = seq_var.clone() if s.n_tokens == 0 else (s.var * s.n_tokens + seq_var * tokens) / (s.n_tokens + tokens)
         for name in ("sq_norm", "mean_sum", "hessian", "out_sq_norm"):
             if name in self.wanted:
                 getattr(s, name).mul_(n / (n + 1))
         n += 1
-        if "sq_norm" in self.wanted:
-            s.sq_norm += torch.norm(x, p=2, dim=1) ** 2 / n
-        if "mean_sum" in self.wanted:
-            s.mean_sum += torch.sum(x, dim=1) / n
-        if "hessian" in self.wanted:
-            scaled = math.sqrt(2 / n) * x
-            s.hessian += scaled.matmul(scaled.t())
+        for name in ("sq_norm", "mean_sum", "hessian"):
+            if name in self.wanted:
+                getattr(s, name).add_(terms[name])
         if "out_sq_norm" in self.wanted:
             s.out_sq_norm += torch.norm(y, p=2, dim=1) ** 2 / n
         s.n_sequences, s.n_tokens = n, s.n_tokens + tokens
