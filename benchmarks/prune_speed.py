@@ -6,8 +6,8 @@
   propagation pass) of a freshly loaded (or, synthetic, freshly built) dense model;
 - evaluation: symprune's perplexity against a bare loop of forward passes over the same windows.
 
-Each measurement is repeated (--repeats, interleaved with the floor) and the median ratio is
-reported, with each measurement's own memory: the peak resident memory (CPU) or the peak allocated
+Each measurement is repeated (--repeats, interleaved with the floor, each repeat starting one phase
+later than the one before) and the median ratio is reported, with each measurement's own memory: the peak resident memory (CPU) or the peak allocated
 GPU memory (CUDA) above what the process held when it started (the loaded dense model and the
 calibration tokens; freed memory is handed back to the system before each measurement), and the
 absolute peak. With offloaded blocks (placement=offload) the report adds the memory bound such a
@@ -244,6 +244,7 @@ class Report:
     bounds: dict[str, dict[str, int]] = field(default_factory=dict)
     targets: list[dict[str, Any]] = field(default_factory=list)
     target_specs: list[str] = field(default_factory=list)  # PHASE.METRIC<=LIMIT, shown beside each phase
+    orders: list[list[str]] = field(default_factory=list)  # the order the phases ran in, per repeat
     complete: bool = False  # set once every measurement is done: files written before say they are partial
 
     def add(self, phase: str, seconds: float, memory: PeakMemory, floor_seconds: float | None) -> None:
@@ -253,7 +254,10 @@ class Report:
             entry["ratios"].append(seconds / floor_seconds)
         entry["peak_bytes"] = max(entry["peak_bytes"], memory.peak)
         entry["own_peak_bytes"] = max(entry["own_peak_bytes"], memory.own)
-        entry["ratio"] = statistics.median(entry["ratios"]) if entry["ratios"] else 1.0
+        if phase == "floor":
+            entry["ratio"] = 1.0
+        else:  # None: the floor of no repeat that measured the phase was measured (a time budget)
+            entry["ratio"] = statistics.median(entry["ratios"]) if entry["ratios"] else None
         entry["median_seconds"] = statistics.median(entry["seconds"])
 
     def measured(self, phase: str, metric: str) -> float | None:
@@ -277,7 +281,7 @@ class Report:
     def as_json(self) -> str:
         """JSON whose first line names the command that produced it."""
         body = json.dumps({"complete": self.complete, **self.context, "memory": self.memory_kind, "phases": self.phases,
-                           "skipped": self.skipped,
+                           "skipped": self.skipped, "orders": self.orders,
                            "evaluation": self.evaluation, "memory_bound_bytes": self.bounds, "targets": self.targets},
                           indent=2, default=str)
         return "{" + f'"command": {json.dumps(self.command)},\n' + body[2:] + "\n"
@@ -300,7 +304,7 @@ class Report:
             f"Produced by `{self.command}`",
             "",
             f"{c['date']}, {c['machine']['cpu']}, {c['machine']['threads']} threads, device {c['device']}"
-            f"{' (' + c['machine']['gpu'] + ')' if c['machine']['gpu'] else ''}; model {c['model']['source']} "
+            f"{' (' + c['machine']['gpu'] + ')' if c['machine']['gpu'] else ''}; model {c['model']['label']} "
             f"({c['model']['dtype']}, placement {c['model']['placement']}); calibration {c['calibration']}; "
             f"median of {c['repeats']} interleaved repeats.",
             "",
@@ -310,7 +314,8 @@ class Report:
         ]
         for phase, entry in self.phases.items():
             label = "floor (capture + 2 block passes)" if phase == "floor" else phase
-            lines.append(f"| {label} | {entry['ratio']:.3f} | {self.limits(phase)} | "
+            ratio = "no floor measured" if entry["ratio"] is None else f"{entry['ratio']:.3f}"
+            lines.append(f"| {label} | {ratio} | {self.limits(phase)} | "
                          f"{entry['own_peak_bytes'] / GIB:.2f} / {entry['peak_bytes'] / GIB:.2f} |")
         lines += [f"| {phase} | skipped: {why} | | |" for phase, why in self.skipped.items()]
         if self.evaluation:
@@ -359,6 +364,15 @@ def readme_markers(readme: Path, section: str) -> tuple[str, str]:
     return begin, end
 
 
+def model_label(plan: Plan) -> str:
+    """The model as the report names it: a hub id, or the config's name and the local file, without the
+    directory it happens to sit in on this machine (the JSON keeps the full source)."""
+    source = plan.source
+    if source.synthetic is not None or not source.local:
+        return source.describe()
+    return f"{plan.settings.model.name}, local " + (Path(source.gguf_file).name if source.gguf_file else "files")
+
+
 def context(plan: Plan, repeats: int) -> dict[str, Any]:
     run, device = plan.settings, plan.device
     cal = run.calibration
@@ -368,7 +382,7 @@ def context(plan: Plan, repeats: int) -> dict[str, Any]:
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                     "torch": torch.__version__, "python": platform.python_version()},
         "device": str(device),
-        "model": {"name": run.model.name, "source": plan.source.describe(), "dtype": run.model.dtype,
+        "model": {"name": run.model.name, "source": plan.source.describe(), "label": model_label(plan), "dtype": run.model.dtype,
                   "placement": "offload" if plan.placement.offload_blocks else (
                       f"device_map={plan.placement.device_map}" if plan.placement.device_map else "single"),
                   "activations": plan.placement.activations, **plan.source.summary()},
@@ -422,16 +436,23 @@ def main() -> None:
     if args.evaluation:  # first: it also warms the device up before the floor is timed
         report.evaluation = measure_evaluation(plan, inputs.streams, args.repeats)
         report.write(args.json, args.out)
-    for _ in range(args.repeats):
-        floor_seconds = None
-        for name in ["floor", *names]:
+    phases = ["floor", *names]
+    for repeat in range(args.repeats):
+        # each repeat starts one phase later, so that no phase is always measured first or last: the speed of a
+        # shared CPU drifts within minutes, and a fixed order would hand one phase the drift every time
+        order = phases[repeat % len(phases):] + phases[: repeat % len(phases)]
+        report.orders.append(order)
+        measured = {}
+        for name in order:
             if over_budget():
                 report.skipped[name] = f"time budget of {args.time_budget:g} s spent"
                 continue
-            seconds, memory = measure(name, plan, plans.get(name), calibration, report)
-            floor_seconds = seconds if name == "floor" else floor_seconds
-            report.add(name, seconds, memory, floor_seconds if name != "floor" else None)
-            report.write(args.json, args.out)
+            measured[name] = measure(name, plan, plans.get(name), calibration, report)
+        floor_seconds = measured["floor"][0] if "floor" in measured else None
+        for name in phases:  # the report lists the phases in one order, each against this repeat's floor
+            if name in measured:
+                report.add(name, *measured[name], floor_seconds if name != "floor" else None)
+        report.write(args.json, args.out)
 
     for target in targets:
         report.check(target)
