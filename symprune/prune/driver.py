@@ -284,7 +284,7 @@ def prune_model(
                     else:
                         with timings.measure("calibration_forward"):
                             stats = collect_stats(block, selected[index], inputs, wanted, device)
-                reports += _prune_block(selected[index], prefix, index, block, method, ratios, stats,
+                reports += _prune_block(selected[index], prefix, index, method, ratios, stats,
                                         inputs is not None, timings, masks)
                 if inputs is not None and index + 1 < len(blocks):
                     with timings.measure("propagation"):
@@ -346,7 +346,7 @@ def _dense_block_evidence(blocks, selected, measure, inputs: BlockInputs, wanted
                                                    disable=not progress)):
         with visiting(block, placement):
             needed = {"sq_norm", *wanted} if index == 0 else {"sq_norm"}
-            outputs = inputs.spare if index + 1 < len(blocks) else None  # the last block's feed no block
+            outputs = inputs.spare if index + 1 < len(blocks) else None  # the last block's outputs feed no block
             stats = collect_stats(block, matrices, inputs, needed, placement.block_device(block), outputs)
             scores = [wanda(matrix.weight, stats[name]) for name, matrix in matrices.items()
                       if stats[name].sq_norm is not None]  # an expert no token reached has no statistics
@@ -363,7 +363,7 @@ def _only(stats: LayerStats, wanted: frozenset[str]) -> LayerStats:
     return dataclasses.replace(stats, **{name: None for name in STATISTICS if name not in wanted})
 
 
-def _prune_block(matrices: dict[str, Matrix], prefix: str, index: int, block, method: PruningMethod,
+def _prune_block(matrices: dict[str, Matrix], prefix: str, index: int, method: PruningMethod,
                  ratios: dict[str, float] | None, stats: dict[str, LayerStats], calibrated: bool, timings,
                  masks: MaskSet) -> list[LayerReport]:
     """Mask every matrix of one block from its statistics (``calibrated``: the run measured the block's inputs)."""
