@@ -7,14 +7,15 @@
 - evaluation: symprune's perplexity against a bare loop of forward passes over the same windows.
 
 Each measurement is repeated (--repeats, interleaved with the floor, each repeat starting one phase
-later than the one before) and the median ratio is reported, with each measurement's own memory: the peak resident memory (CPU) or the peak allocated
-GPU memory (CUDA) above what the process held when it started (the loaded dense model and the
-calibration tokens; freed memory is handed back to the system before each measurement), and the
-absolute peak. With offloaded blocks (placement=offload) the report adds the memory bound such a
-run should stay under: the weights that stay on the device, two blocks, one calibration batch's
-activations and one block's statistics. --targets PROFILE checks the limits listed for PROFILE in
-benchmarks/targets.yaml (--target adds one); --json and --out write the report (first line: the
-command); --readme rewrites the profile's section of benchmarks/README.md with the report.
+later than the one before) and the median ratio is reported, with each measurement's own memory:
+the peak resident memory (CPU) or the peak allocated GPU memory (CUDA) above what the process held
+when it started (the loaded dense model and the calibration tokens; freed memory is handed back to
+the system before each measurement), and the absolute peak. With offloaded blocks
+(placement=offload) the report adds the memory bound such a run should stay under: the weights that
+stay on the device, two blocks, one calibration batch's activations and one block's statistics.
+--targets PROFILE checks the limits listed for PROFILE in benchmarks/targets.yaml (--target adds
+one); --json and --out write the report (first line: the command); --readme rewrites the profile's
+section of benchmarks/README.md with the report.
 
     SYMPRUNE_ASSETS=../shared/assets python benchmarks/prune_speed.py --targets cpu --readme benchmarks/README.md
     python benchmarks/prune_speed.py --methods wanda,sparsegpt --json speed.json model=synthetic \\
@@ -382,7 +383,8 @@ def context(plan: Plan, repeats: int) -> dict[str, Any]:
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                     "torch": torch.__version__, "python": platform.python_version()},
         "device": str(device),
-        "model": {"name": run.model.name, "source": plan.source.describe(), "label": model_label(plan), "dtype": run.model.dtype,
+        "model": {"name": run.model.name, "source": plan.source.describe(), "label": model_label(plan),
+                  "dtype": run.model.dtype,
                   "placement": "offload" if plan.placement.offload_blocks else (
                       f"device_map={plan.placement.device_map}" if plan.placement.device_map else "single"),
                   "activations": plan.placement.activations, **plan.source.summary()},
