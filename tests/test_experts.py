@@ -18,6 +18,7 @@ from symprune.model.structure import find_blocks, find_matrices, skeleton
 from symprune.model.support import check_architecture
 from symprune.prune.driver import capture_block_inputs, collect_stats, prune_model
 from symprune.prune.method import build_method
+from symprune.prune.stats import StatsAccumulator
 from symprune.run.loggers import NoLogger
 from symprune.run.plan import plan_run
 from symprune.run.runner import execute
@@ -80,6 +81,35 @@ def test_expert_statistics_are_those_of_its_routed_tokens(family, batch_size):
             layer = stats[f"mlp.experts.{expert}.{part}"]
             assert layer.n_tokens == sum(len(x) for x, _ in sequences) and layer.n_sequences == len(sequences)
             torch.testing.assert_close(layer.sq_norm, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_gate_and_up_of_an_expert_compute_their_statistics_once(monkeypatch):
+    """An expert's gate and up projections read the same routed tokens: their input terms are computed once per
+    sequence, and both equal, bit for bit, an accumulator of their own fed with those tokens."""
+    model = tiny_architecture("mixtral")
+    ids = calibration(samples=3, tokens=24)
+    wanted = {"sq_norm", "var", "hessian"}
+    computed = []
+    original = StatsAccumulator._input_terms
+    monkeypatch.setattr(StatsAccumulator, "_input_terms", lambda self, x, n: computed.append(x.shape) or original(self, x, n))
+    _, blocks = find_blocks(model)
+    with ActivationStore(Placement(CPU)) as store, torch.no_grad():
+        inputs = capture_block_inputs(model, blocks, ids, 1, store, progress=False)
+        stats = collect_stats(blocks[0], find_matrices(blocks[0]), inputs, wanted, CPU)
+    monkeypatch.undo()
+    routed = routed_by_hand(model, ids)
+    experts = range(model.config.num_local_experts)
+    routed_sequences = sum(len(expert_inputs_by_hand(model, routed, expert)) for expert in experts)
+    assert len(computed) == 2 * len(ids) + 2 * routed_sequences  # q/k/v, o_proj (routers stay dense); per expert: gate/up, down
+    for expert in experts:
+        alone = StatsAccumulator(model.config.hidden_size, wanted, CPU)
+        for tokens, _ in expert_inputs_by_hand(model, routed, expert):
+            alone.add_batch(tokens.unsqueeze(0))
+        for part in ("gate_proj", "up_proj"):
+            for statistic in wanted:
+                torch.testing.assert_close(getattr(stats[f"mlp.experts.{expert}.{part}"], statistic),
+                                           getattr(alone.stats, statistic), rtol=1e-5, atol=1e-6)
+        assert stats[f"mlp.experts.{expert}.gate_proj"].hessian.equal(stats[f"mlp.experts.{expert}.up_proj"].hessian)
 
 
 @pytest.mark.parametrize("family", MOE)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from symprune.prune.stats import StatsAccumulator
+from symprune.prune.stats import StatsAccumulator, token_norms
 
 ALL = {"sq_norm", "mean_sum", "var", "hessian"}
 
@@ -67,6 +67,33 @@ def test_recurrence_is_the_references_bit_for_bit():
     stats = accumulator.stats
     assert stats.sq_norm.equal(sq_norm) and stats.mean_sum.equal(mean_sum)
     assert stats.hessian.equal(hessian) and stats.var.equal(var)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 8])
+def test_token_norms_are_torch_norm_bit_for_bit(threads, monkeypatch):
+    """The statistics' column norms (features × tokens, token-major as the references lay inputs out) equal
+    torch.norm's bits at model widths and sequence lengths, with zeros and a dynamic range of 10^30, whatever
+    the thread count; on this torch build the sequential sum is the one that runs."""
+    from symprune.prune import stats as stats_module
+
+    assert stats_module._sequential_sum_is_torch_norm()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        generator = torch.Generator().manual_seed(threads)
+        for tokens, features in ((1, 7), (512, 576), (2048, 1536), (700, 4096)):
+            rows = torch.randn(tokens, features, generator=generator) * torch.logspace(-15, 15, features)
+            rows[:, ::5] = 0
+            x = rows.t()
+            assert token_norms(x).equal(torch.norm(x, p=2, dim=1))
+            assert token_norms(x.contiguous()).equal(torch.norm(x.contiguous(), p=2, dim=1))  # torch.norm itself
+    finally:
+        torch.set_num_threads(previous)
+    sequential = []
+    monkeypatch.setattr(stats_module, "_sequential_norms", lambda rows: sequential.append(rows.shape) or torch.zeros(0))
+    token_norms(torch.ones(5, 3).t())
+    token_norms(torch.ones(3, 5))
+    assert sequential == [(5, 3)]  # the token-major layout takes the sequential sum, the other torch.norm
 
 
 def test_batched_adds_equal_one_sequence_at_a_time():

@@ -40,12 +40,15 @@ def hook_routed_stats(experts: nn.Module, accumulators: list[tuple[ExpertMatrix,
                 if expert >= experts.down_proj.shape[0]:  # expert parallelism's sentinel: not on this rank
                     continue
                 tokens = sequence[(routes == expert).any(dim=-1)]
+                last_inputs, last_terms = None, None  # gate and up read the same tokens: their terms once
                 for part, inputs in routed_inputs(experts, expert, tokens).items():
                     if (expert, part) not in mine:  # a matrix ``targets`` leaves out
                         continue
                     matrix, accumulator = mine[(expert, part)]
                     outputs = F.linear(inputs, matrix.weight, matrix.bias) if wants_outputs else None
-                    accumulator.add_batch(inputs.unsqueeze(0), None if outputs is None else outputs.unsqueeze(0))
+                    last_terms = accumulator.add_batch(inputs.unsqueeze(0), None if outputs is None else outputs.unsqueeze(0),
+                                                       reuse=last_terms if inputs is last_inputs else None)
+                    last_inputs = inputs
 
     return experts.register_forward_pre_hook(feed, with_kwargs=True)
 

@@ -10,6 +10,7 @@ forward pass's own rounding, never the recurrence.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -109,7 +110,7 @@ class StatsAccumulator:
         if "var" in self.wanted:
             terms["var"] = torch.var(x, dim=1, unbiased=False)
         if "sq_norm" in self.wanted:
-            terms["sq_norm"] = torch.norm(x, p=2, dim=1) ** 2 / n
+            terms["sq_norm"] = token_norms(x) ** 2 / n
         if "mean_sum" in self.wanted:
             terms["mean_sum"] = torch.sum(x, dim=1) / n
         if "hessian" in self.wanted:
@@ -132,5 +133,35 @@ class StatsAccumulator:
             if name in self.wanted:
                 getattr(s, name).add_(terms[name])
         if "out_sq_norm" in self.wanted:
-            s.out_sq_norm += torch.norm(y, p=2, dim=1) ** 2 / n
+            s.out_sq_norm += token_norms(y) ** 2 / n
         s.n_sequences, s.n_tokens = n, s.n_tokens + tokens
+
+
+def token_norms(x: torch.Tensor) -> torch.Tensor:
+    """``torch.norm(x, p=2, dim=1)`` for x of shape (features, tokens) viewed from a (tokens, features) tensor, as
+    the references lay a layer's inputs out: the same bits, several times faster on the CPU.
+
+    There torch's norm walks the strided token axis one element at a time, ``acc + x²`` in float32, and takes
+    a correctly rounded square root. ``index_add_`` onto one row adds the token rows in that order, vectorised
+    across features, and float64's square root rounded to float32 is the correctly rounded one. A check on
+    the first call confirms that this torch build agrees; elsewhere (CUDA, another layout, a disagreeing
+    build) torch.norm itself runs.
+    """
+    token_major = x.t().is_contiguous()
+    if x.device.type == "cpu" and x.dtype == torch.float32 and token_major and _sequential_sum_is_torch_norm():
+        return _sequential_norms(x.t())
+    return torch.norm(x, p=2, dim=1)
+
+
+def _sequential_norms(rows: torch.Tensor) -> torch.Tensor:
+    """The Euclidean norm of each column of ``rows`` (tokens, features): squares summed row after row."""
+    one_index = torch.zeros(rows.shape[0], dtype=torch.long)
+    sums = torch.zeros(1, rows.shape[1]).index_add_(0, one_index, rows * rows)[0]
+    return sums.double().sqrt().float()
+
+
+@functools.cache
+def _sequential_sum_is_torch_norm() -> bool:
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(300, 70, generator=generator) * torch.logspace(-8, 8, 70)
+    return torch.equal(_sequential_norms(rows), torch.norm(rows.t(), p=2, dim=1))
