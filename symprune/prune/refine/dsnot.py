@@ -234,13 +234,13 @@ def refine_layer(
     settings: DSnoTParams,
     rankings: RankingsFn,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Refine one layer's first mask if ``settings.sublayers`` selects it; report Σ|e_i| before and after.
-    The pattern's contract says whether zeros are counted per block of M columns (N:M) or per row."""
+    """Refine one layer's first mask if ``settings.sublayers`` selects it and report Σ|e_i| before and after
+    (only then: summed over a run's layers, the errors are the refined layers' own). The pattern's contract
+    says whether zeros are counted per block of M columns (N:M) or per row."""
+    if not is_selected(layer, settings.sublayers):
+        return pruned, {"refined": 0, "cycles": 0, "swaps": 0, "active_rows": 0, "error_grew": 0}
     contributions = contribution(weight, stats)
     before = float(reconstruction_error(contributions, pruned).abs().sum())
-    if not is_selected(layer, settings.sublayers):
-        return pruned, {"refined": 0, "cycles": 0, "swaps": 0, "active_rows": 0,
-                        "abs_error_before": before, "abs_error_after": before, "error_grew": 0}
     nm = contract.block is not None
     refined, counts = swap_cycles(
         pruned, contributions, rankings(weight, contributions, scores, stats, nm),
