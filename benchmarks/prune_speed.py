@@ -6,8 +6,9 @@
   propagation pass) of a freshly loaded (or, synthetic, freshly built) dense model;
 - evaluation: symprune's perplexity against a bare loop of forward passes over the same windows.
 
-Each measurement is repeated (--repeats, interleaved with the floor, each repeat starting one phase
-later than the one before) and the median ratio is reported, with each measurement's own memory:
+Each measurement is repeated (--repeats, each method between two floors and divided by their mean,
+each repeat starting one method later than the one before) and the median ratio is reported, with
+each measurement's own memory:
 the peak resident memory (CPU) or the peak allocated GPU memory (CUDA) above what the process held
 when it started (the loaded dense model and the calibration tokens; freed memory is handed back to
 the system before each measurement), and the absolute peak. With offloaded blocks
@@ -28,6 +29,7 @@ import argparse
 import ctypes
 import ctypes.util
 import datetime
+import functools
 import gc
 import json
 import platform
@@ -90,8 +92,13 @@ def load_targets(profile: str) -> list[str]:
 
 
 class PeakMemory:
-    """Peak CPU resident memory (sampled every 5 ms) or peak CUDA allocated memory during a with-block, and
-    what the process held when the block started (``own``: the block's own peak above it)."""
+    """Peak CPU resident memory or peak CUDA allocated memory during a with-block, and what the process held
+    when the block started (``own``: the block's own peak above it).
+
+    On Linux the CPU peak is the kernel's own high-water mark (``VmHWM``), reset to the current resident size
+    when the block starts: exact, however short the peak. Where the kernel cannot reset it, or does not see a
+    freed allocation in it (``kernel_peak_is_exact``), a thread samples the resident size every 5 ms, which can
+    miss a peak shorter than that."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -103,12 +110,23 @@ class PeakMemory:
 
     @contextmanager
     def measure(self):
+        release(self.device)  # freed memory still resident would take the block's allocations without a rise
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start = torch.cuda.memory_allocated(self.device)
             yield
             self.peak = torch.cuda.max_memory_allocated(self.device)
-            return
+        elif kernel_peak_is_exact():
+            reset_high_water_mark()
+            self.start = psutil.Process().memory_info().rss
+            yield
+            self.peak = max(high_water_mark(), self.start)
+        else:
+            with self.sampled():
+                yield
+
+    @contextmanager
+    def sampled(self):
         process, done = psutil.Process(), threading.Event()
         self.start = self.peak = process.memory_info().rss
 
@@ -123,6 +141,41 @@ class PeakMemory:
         finally:
             done.set()
             sampler.join()
+
+
+def reset_high_water_mark() -> bool:
+    """Set the kernel's peak resident size of this process to its current one; False where that is impossible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return high_water_mark() > 0
+    except OSError:
+        return False
+
+
+@functools.cache
+def kernel_peak_is_exact() -> bool:
+    """Whether the kernel's high-water mark can be reset and then records an allocation freed before it is read:
+    checked once with 64 MiB. Some kernels update it lazily (a freed allocation never reaches it), some ignore
+    the reset; the sampler measures there."""
+    release(torch.device("cpu"))
+    if not reset_high_water_mark():
+        return False
+    start = psutil.Process().memory_info().rss
+    touched = torch.ones(16 * 2**20)
+    del touched
+    recorded = high_water_mark() - start >= 56 * 2**20
+    release(torch.device("cpu"))
+    return recorded and reset_high_water_mark() and high_water_mark() < start + 32 * 2**20
+
+
+def high_water_mark() -> int:
+    """The kernel's peak resident size of this process in bytes (0 where /proc does not report it)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else 0
 
 
 def timed(function, device: torch.device) -> tuple[float, PeakMemory]:
@@ -255,10 +308,7 @@ class Report:
             entry["ratios"].append(seconds / floor_seconds)
         entry["peak_bytes"] = max(entry["peak_bytes"], memory.peak)
         entry["own_peak_bytes"] = max(entry["own_peak_bytes"], memory.own)
-        if phase == "floor":
-            entry["ratio"] = 1.0
-        else:  # None: the floor of no repeat that measured the phase was measured (a time budget)
-            entry["ratio"] = statistics.median(entry["ratios"]) if entry["ratios"] else None
+        entry["ratio"] = 1.0 if phase == "floor" else statistics.median(entry["ratios"])
         entry["median_seconds"] = statistics.median(entry["seconds"])
 
     def measured(self, phase: str, metric: str) -> float | None:
@@ -307,7 +357,7 @@ class Report:
             f"{c['date']}, {c['machine']['cpu']}, {c['machine']['threads']} threads, device {c['device']}"
             f"{' (' + c['machine']['gpu'] + ')' if c['machine']['gpu'] else ''}; model {c['model']['label']} "
             f"({c['model']['dtype']}, placement {c['model']['placement']}); calibration {c['calibration']}; "
-            f"median of {c['repeats']} interleaved repeats.",
+            f"median of {c['repeats']} repeats, each method between two floors.",
             "",
             *([] if self.complete else ["**Incomplete**: written before the last measurement finished.", ""]),
             f"| phase | time / floor | target | {memory} |",
@@ -315,7 +365,7 @@ class Report:
         ]
         for phase, entry in self.phases.items():
             label = "floor (capture + 2 block passes)" if phase == "floor" else phase
-            ratio = "no floor measured" if entry["ratio"] is None else f"{entry['ratio']:.3f}"
+            ratio = f"{entry['ratio']:.3f}"
             lines.append(f"| {label} | {ratio} | {self.limits(phase)} | "
                          f"{entry['own_peak_bytes'] / GIB:.2f} / {entry['peak_bytes'] / GIB:.2f} |")
         lines += [f"| {phase} | skipped: {why} | | |" for phase, why in self.skipped.items()]
@@ -429,7 +479,8 @@ def main() -> None:
     started, device = time.monotonic(), plan.device
     inputs = load_inputs(plan)
     calibration = inputs.calibration
-    memory_kind = "peak CUDA allocated" if device.type == "cuda" else "peak CPU RSS"
+    memory_kind = ("peak CUDA allocated" if device.type == "cuda" else
+                   "peak CPU RSS" if kernel_peak_is_exact() else "peak CPU RSS (sampled every 5 ms)")
     report = Report("python " + shlex.join(sys.argv), context(plan, args.repeats), memory_kind, target_specs=targets)
 
     def over_budget() -> bool:
@@ -438,22 +489,26 @@ def main() -> None:
     if args.evaluation:  # first: it also warms the device up before the floor is timed
         report.evaluation = measure_evaluation(plan, inputs.streams, args.repeats)
         report.write(args.json, args.out)
-    phases = ["floor", *names]
     for repeat in range(args.repeats):
-        # each repeat starts one phase later, so that no phase is always measured first or last: the speed of a
-        # shared CPU drifts within minutes, and a fixed order would hand one phase the drift every time
-        order = phases[repeat % len(phases):] + phases[: repeat % len(phases)]
-        report.orders.append(order)
+        # every method runs between two floors and is divided by their mean: the speed of a shared CPU drifts
+        # within minutes, and a floor measured minutes away would hand the method that drift. Each repeat
+        # starts one method later, so that no method is always measured first or last.
+        methods = names[repeat % len(names):] + names[: repeat % len(names)]
+        report.orders.append(["floor", *(phase for name in methods for phase in (name, "floor"))])
+        floors = [measure("floor", plan, None, calibration, report)]
         measured = {}
-        for name in order:
+        for name in methods:
             if over_budget():
                 report.skipped[name] = f"time budget of {args.time_budget:g} s spent"
                 continue
-            measured[name] = measure(name, plan, plans.get(name), calibration, report)
-        floor_seconds = measured["floor"][0] if "floor" in measured else None
-        for name in phases:  # the report lists the phases in one order, each against this repeat's floor
+            measured[name] = measure(name, plan, plans[name], calibration, report)
+            floors.append(measure("floor", plan, None, calibration, report))
+            measured[name] += ((floors[-2][0] + floors[-1][0]) / 2,)
+        for floor_seconds in floors:
+            report.add("floor", *floor_seconds, None)
+        for name in names:  # the report lists the methods in one order, each against the floors around it
             if name in measured:
-                report.add(name, *measured[name], floor_seconds if name != "floor" else None)
+                report.add(name, *measured[name])
         report.write(args.json, args.out)
 
     for target in targets:
