@@ -234,6 +234,9 @@ class RunConfig:
     resume: bool = True  # multirun: skip jobs whose config already has a run record in the sweep directory
     continue_on_error: bool = False  # multirun: run the valid jobs of a sweep with invalid ones, report those at the end
     reuse_from: List[str] = field(default_factory=list)  # multirun: earlier sweeps whose records of the same config are reused
+    # multirun: reuse (resume, reuse_from) a record of the same identity made with other library versions or code
+    reuse_accept_env: bool = False
+    allow_dirty: bool = False  # experiment sweeps on a checkout whose symprune/, conf/ or hydra_plugins/ differ from its commit
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

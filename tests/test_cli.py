@@ -54,10 +54,19 @@ def test_run_writes_record_and_wandb_offline(tiny_model_dir, assets, tmp_path):
     assert len(record["layers"]) == 14 and all(layer["sparsity"] == layer["target"] == 0.5 for layer in record["layers"])
     assert [layer["block"] for layer in record["layers"]] == [0] * 7 + [1] * 7
     assert {"calibration_forward", "scoring", "propagation", "evaluation"} <= set(record["timings"])
-    assert record["versions"]["torch"] and record["versions"]["symprune"] == "0.1.0"
-    assert {"commit", "dirty"} <= set(record["git"])
+    assert record["versions"]["torch"] and {"commit", "dirty", "diff_sha256"} <= set(record["git"])
+    if record["git"]["commit"]:  # a checkout: the version names its commit (and diff)
+        assert record["versions"]["symprune"].startswith(f"0.1.0+g{record['git']['commit'][:12]}")
+        assert record["versions"]["symprune"].endswith(f".d{record['git']['diff_sha256'][:8]}") == record["git"]["dirty"]
+    assert record["environment"]["threads"] == record["identity"]["numerics"]["threads"] >= 1
+    assert record["environment"]["cpu_capability"] == record["identity"]["numerics"]["cpu_capability"]
+    assert record["environment"]["device"] == "cpu" and record["environment"]["dtype"] == "float32"
     assert record["logger"]["backend"] == "wandb" and record["logger"]["group"] is None
     assert "perplexity wikitext2 (3 windows of 64 tokens): dense" in done.stderr + done.stdout
+
+    other = symprune(*tiny(tiny_model_dir, assets, tmp_path, "score=magnitude", "logger=none"))
+    assert other.returncode == 2 and "is the record of another config" in other.stderr + other.stdout
+    assert json.loads((tmp_path / "results.json").read_text()) == record  # kept, masks too
 
     offline = wandb_run_dir(tmp_path)
     (table_file,) = offline.glob("files/media/table/sparsity/layers_*.table.json")
@@ -104,7 +113,7 @@ def test_multirun_jobs_share_a_wandb_group(tiny_model_dir, assets, tmp_path):
     done = symprune("-m", *args, "score=wanda,magnitude", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(path.read_text()) for path in sorted((tmp_path / "sweep").glob("*/results.json"))]
-    assert [r["choices"]["score"] for r in records] == ["wanda", "magnitude"]
+    assert [r["choices"]["score"] for r in records] == ["magnitude", "wanda"]  # directories named by what they vary
     (group,) = {r["logger"]["group"] for r in records}
     assert re.fullmatch(r"sweep-\d{8}-\d{6}", group)  # the sweep directory's name and the sweep's start
     for job, record in zip(sorted(path.parent for path in (tmp_path / "sweep").glob("*/results.json")), records):

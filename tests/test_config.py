@@ -2,6 +2,7 @@
 rejected, clearly, by Hydra while composing or by the plan (before any weights load)."""
 
 import dataclasses
+import functools
 import subprocess
 import sys
 
@@ -68,6 +69,61 @@ def test_every_option_gives_the_run_its_file_values(group, option):
     root = composed if group == "experiment" else lookup(composed, group.split("/"))
     for key, value in leaves(written):
         assert same_value(lookup(root, key), value), f"{group}={option}: {key} is {lookup(root, key)!r}, the file says {value!r}"
+
+
+EXPERIMENTS = [option for _, option in group_options(["experiment"])]
+CHOSEN_GROUPS = [group for group in GROUPS if group != "experiment"]
+
+
+def experiment_files(name):
+    """An experiment's file and the experiment files it includes (``/experiment/<name>@_here_``)."""
+    written = yaml.safe_load((CONFIG_DIR / "experiment" / f"{name}.yaml").read_text()) or {}
+    included = [entry for entry in written.get("defaults", []) if isinstance(entry, str) and entry.startswith("/experiment/")]
+    return [written, *(file for entry in included for file in experiment_files(entry.split("/")[2].split("@")[0]))]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_choose_group_options_and_write_no_group_values(experiment):
+    """An experiment selects options in its defaults list; a value it wrote into a group would silently beat the
+    option a user names on the command line."""
+    for written in experiment_files(experiment):
+        assert not set(written) & set(CHOSEN_GROUPS), f"experiment={experiment} writes {set(written) & set(CHOSEN_GROUPS)}"
+
+
+def other_options(choices) -> dict[str, str]:
+    """An option of every group other than the one chosen (the only option of a one-option group)."""
+    options = {}
+    for group in CHOSEN_GROUPS:
+        names = [option for _, option in group_options([group])]
+        options[group] = next((name for name in names if name != choices[group]), names[0])
+    return options
+
+
+@functools.lru_cache(maxsize=None)
+def option_alone(group: str, option: str) -> dict:
+    return OmegaConf.to_container(compose_run(f"{group}={option}")[group], resolve=False)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_a_group_named_on_the_command_line_gives_its_file_whatever_the_experiment(experiment):
+    """An option of every group, named on the command line with the experiment, gives the run exactly that
+    option's node (what the option composes to without any experiment), and the user's own key overrides still
+    apply on top."""
+    options = other_options(compose_run(f"experiment={experiment}", hydra=True).hydra.runtime.choices)
+    chosen = compose_run(f"experiment={experiment}", *(f"{group}={option}" for group, option in options.items()),
+                         hydra=True)
+    for group, option in options.items():
+        alone = option_alone(group, option)
+        assert chosen.hydra.runtime.choices[group] == option
+        assert OmegaConf.to_container(chosen[group], resolve=False) == alone, f"experiment={experiment} {group}={option}"
+    overridden = compose_run(f"experiment={experiment}", "calibration=c4", "calibration.nsamples=7")
+    assert (overridden.calibration.name, overridden.calibration.nsamples, overridden.calibration.seqlen) == ("c4", 7, 2048)
+
+
+@pytest.mark.parametrize("experiment", [name for name in EXPERIMENTS if name.endswith("_cpu")])
+def test_logger_wandb_reaches_every_cpu_experiment(experiment):
+    logger = compose_run(f"experiment={experiment}", "logger=wandb").logger
+    assert logger.backend == "wandb" and logger.mode is None  # W&B's own WANDB_MODE, else offline
 
 
 def test_option_files_list_only_keys_their_schema_has():

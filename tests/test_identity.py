@@ -3,9 +3,11 @@
 import json
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO, compose_run
 
 from symprune.model.loading import ModelSource
@@ -13,7 +15,7 @@ from symprune.report.records import find_records
 from symprune.run.identity import config_hash, run_identity
 from symprune.run.plan import plan_run
 from symprune.run.record import SCHEMA_VERSION, RunRecord
-from symprune.run.resume import find_record
+from symprune.run import resume
 
 FIXTURES = REPO / "tests" / "fixtures"
 
@@ -57,8 +59,8 @@ def test_device_type_and_dtype_are_part_of_the_identity(tiny_model_dir, assets):
     base = plan(tiny_model_dir, assets)
     identity = dict(base.identity)
     on_cuda = run_identity(
-        compose_run_container(tiny_model_dir, assets), identity["method"], identity["model"], "cuda", identity["data"],
-        None, None,
+        compose_run_container(tiny_model_dir, assets), identity["method"], identity["model"], "cuda",
+        identity["numerics"], identity["data"], None, None,
     )
     assert config_hash(on_cuda) != base.config_hash
     assert config_hash({**on_cuda, "device": "cpu"}) == base.config_hash
@@ -87,7 +89,7 @@ def test_records_without_an_identity_are_not_reused_and_the_log_says_so(tmp_path
     shutil.copy(FIXTURES / "results_schema1.json", old / "results.json")
     recorded = json.loads((old / "results.json").read_text())["config_hash"]
     with caplog.at_level(logging.INFO, logger="symprune"):
-        assert find_record(tmp_path / "old", recorded) is None
+        assert resume.find_records(tmp_path / "old", recorded) == []
     assert "1 run records under" in caplog.text and "not reused" in caplog.text
 
 
@@ -141,3 +143,52 @@ def test_the_dense_perplexity_is_measured_once(tiny_model_dir, assets, tmp_path)
     assert other_protocol["caches"]["perplexity_dense"]["wikitext2"]["from_cache"] is False
     entries = list(Path(tmp_path / "cache" / "perplexity_dense").glob("*.json"))
     assert len(entries) == 2
+
+
+def test_git_state_tells_modified_code_apart(tmp_path):
+    """A checkout's code state: clean; a modified file; the same plus an untracked file; outside symprune/,
+    conf/ and hydra_plugins/ nothing counts."""
+    from symprune.provenance import git_state, symprune_version
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "symprune").mkdir()
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "symprune" / "a.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("hello\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "c")
+    clean = git_state(tmp_path)
+    assert clean["dirty"] is False and clean["diff_sha256"] is None and len(clean["commit"]) == 40
+    assert symprune_version("0.1.0", clean) == f"0.1.0+g{clean['commit'][:12]}"
+    (tmp_path / "README.md").write_text("changed\n")
+    assert git_state(tmp_path) == clean
+    (tmp_path / "symprune" / "a.py").write_text("x = 2\n")
+    modified = git_state(tmp_path)
+    (tmp_path / "conf" / "new.yaml").write_text("a: 1\n")
+    with_untracked = git_state(tmp_path)
+    assert modified["dirty"] and with_untracked["dirty"]
+    assert len({modified["diff_sha256"], with_untracked["diff_sha256"]}) == 2
+    assert symprune_version("0.1.0", modified) == f"0.1.0+g{clean['commit'][:12]}.d{modified['diff_sha256'][:8]}"
+    assert git_state(tmp_path / "symprune" / "..")["diff_sha256"] == with_untracked["diff_sha256"]
+
+
+def test_an_experiment_sweep_refuses_a_modified_checkout():
+    from symprune.errors import ConfigError
+    from symprune.run.sweep import check_clean_checkout, is_experiment_sweep
+
+    assert is_experiment_sweep(["score=ria", "experiment=t2_cpu"]) and not is_experiment_sweep(["score=ria"])
+    check_clean_checkout({"commit": "a" * 40, "dirty": False, "diff_sha256": None})
+    with pytest.raises(ConfigError, match="allow_dirty=true"):
+        check_clean_checkout({"commit": "a" * 40, "dirty": True, "diff_sha256": "b" * 64})
+
+
+def test_the_machines_numerics_are_part_of_the_identity(tiny_model_dir, assets):
+    base = plan(tiny_model_dir, assets)
+    assert base.identity["numerics"] == {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                                         "threads": torch.get_num_threads()}
+    other = {**base.identity, "numerics": {**base.identity["numerics"], "threads": base.identity["numerics"]["threads"] + 1}}
+    assert config_hash(other) != base.config_hash

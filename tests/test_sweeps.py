@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def test_killed_sweep_resumes_with_exactly_the_missing_runs(tiny_model_dir, asse
     done = symprune(*sweep_args(tiny_model_dir, assets, sweep))
     assert done.returncode == 0, done.stderr[-3000:]
     output = done.stdout + done.stderr
-    assert output.count("skipped: this config's run record exists") == 2
+    assert output.count("this config's run record exists") == 2  # not launched: the summary says why
     assert output.count("run record: ") == 2
     after = records(sweep)
     assert len(after) == 4
@@ -49,7 +50,7 @@ def test_killed_sweep_resumes_with_exactly_the_missing_runs(tiny_model_dir, asse
 
 
 def test_a_config_claimed_by_a_live_job_is_skipped(tmp_path):
-    from symprune.run.resume import claim
+    from symprune.run.claims import claim
 
     with claim(tmp_path, "abc") as first:
         assert first
@@ -115,3 +116,54 @@ def test_records_from_before_an_option_existed_hash_as_its_default(tiny_model_di
     assert config_hash(older) == plan.config_hash
     older["config"]["eval"]["perplexity"]["seqlen"] = 512
     assert config_hash(older) != plan.config_hash
+
+
+def files(sweep):
+    return {path.relative_to(sweep): path.read_bytes() for pattern in ("*/results.json", "*/masks.safetensors")
+            for path in sweep.glob(pattern)}
+
+
+def test_a_changed_job_list_never_overwrites_another_configs_record(tiny_model_dir, assets, tmp_path):
+    """Job numbers move when values are added, removed or reordered; job directories are named by identity,
+    so the relaunch writes only its new config and every earlier record and mask file stays byte for byte."""
+    sweep = tmp_path / "sweep"
+    base = [a for a in sweep_args(tiny_model_dir, assets, sweep) if a != RATIOS]
+    done = symprune(*base, "sparsity.ratio=0.3,0.5")
+    assert done.returncode == 0, done.stderr[-3000:]
+    before = files(sweep)
+    assert len(before) == 4
+    assert all(re.fullmatch(r"sparsity\.ratio-0\.[35]-[0-9a-f]{12}", str(path.parent)) for path in before)
+
+    done = symprune(*base, "sparsity.ratio=0.2,0.3")  # 0.5 removed, 0.2 added in front: job #0 is now 0.2
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "2 jobs: 1 ran, 1 skipped or reused" in output
+    assert output.count("run record: ") == 1
+    after = files(sweep)
+    assert all(after[path] == content for path, content in before.items())
+    ratios = sorted(json.loads(after[path])["config"]["sparsity"]["ratio"] for path in after if path.name == "results.json")
+    assert ratios == [0.2, 0.3, 0.5]
+    for path in after:
+        if path.name == "results.json":
+            assert str(path.parent).endswith(json.loads(after[path])["config_hash"][:12])
+
+
+def test_a_record_made_with_other_software_is_reused_only_when_accepted(tiny_model_dir, assets, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [a for a in sweep_args(tiny_model_dir, assets, sweep) if a != RATIOS]
+    done = symprune(*args, "sparsity.ratio=0.3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (path,) = sweep.glob("*/results.json")
+    record = json.loads(path.read_text())
+    record["versions"]["torch"] = "2.0.0"
+    path.write_text(json.dumps(record))
+
+    refused = symprune(*args, "sparsity.ratio=0.3")
+    output = refused.stdout + refused.stderr
+    assert refused.returncode == 2, output[-3000:]
+    assert "made with other software (torch: 2.0.0 -> " in output and "reuse_accept_env=true" in output
+    assert "run record: " not in output and json.loads(path.read_text()) == record  # nothing ran, nothing written
+
+    accepted = symprune(*args, "sparsity.ratio=0.3", "reuse_accept_env=true")
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    assert "1 jobs: 0 ran, 1 skipped or reused" in accepted.stdout + accepted.stderr

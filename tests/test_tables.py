@@ -1,6 +1,9 @@
 """symprune-tables on small synthetic run records: exact outputs, missing cells, duplicates, plots, W&B."""
 
+import csv
+import io
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -13,7 +16,7 @@ from symprune.report.records import (
     read_exported,
     wandb_records,
 )
-from symprune.report.tables import build, build_table, load_specs, main, portable_paths
+from symprune.report.tables import MixedProvenanceError, build, build_table, load_specs, main, portable_paths
 
 T2_SPEC = {
     "title": "T2",
@@ -27,15 +30,43 @@ T2_SPEC = {
 }
 
 
-def record(score, sparsity, ppl, *, model="m", finished=1.0, digest=None, overrides=(), dense=None, experiment="t2"):
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+ORIGIN = "commit 0123456789ab clean; cpu AVX512, float32, 2 threads, torch 2.5.1"
+
+
+def provenance(commit=COMMIT, dirty=False, diff=None, capability="AVX512", threads=2, torch="2.5.1"):
+    """A record's git state, environment and versions (as run records have them)."""
     return {
+        "git": {"commit": commit, "dirty": dirty, "diff_sha256": diff},
+        "environment": {"device": "cpu", "device_name": "x86_64", "dtype": "float32", "threads": threads,
+                        "cpu_capability": capability, "blas": "OpenBLAS"},
+        "versions": {"python": "3.11.7", "symprune": "0.1.0", "torch": torch},
+    }
+
+
+def record(score, sparsity, ppl, *, model="m", finished=1.0, digest=None, overrides=(), dense=None, experiment="t2",
+           origin=None, seed=None):
+    """A run record; ``origin``: its provenance's arguments; ``seed``: give it an identity with this calibration
+    seed (in the config and in the calibration split's data, as a run identity may have it)."""
+    data = {
         "choices": {"score": score, "sparsity": sparsity, "model": model, "experiment": experiment},
         "config": {"calibration": {"nsamples": 32}},
-        "config_hash": digest or f"{model}-{score}-{sparsity}",
+        "config_hash": digest or f"{model}-{score}-{sparsity}" + ("" if seed is None else f"-{seed}"),
         "overrides": [f"score={score}", *overrides],
         "finished": finished,
         "metrics": {"perplexity": {"wikitext2": {"pruned": ppl, **({"dense": dense} if dense else {})}}},
+        **provenance(**(origin or {})),
     }
+    if seed is not None:
+        data["config"]["calibration"]["seed"] = seed
+        data["identity"] = {
+            "config": {"calibration": {"nsamples": 32, "seed": seed}, "model": {"dtype": "float32"}},
+            "method": {"score": {"name": score}, "sparsity": {"name": sparsity, "ratio": 0.5}},
+            "model": {"name": model}, "device": "cpu",
+            "data": {"calibration/wikitext2": {"file": "valid.jsonl", "sha256": "ab12", "seed": seed}},
+            "zeroshot": None, "mask_from": None,
+        }
+    return data
 
 
 def write(directory, data):
@@ -62,6 +93,8 @@ def test_paper_layout_markdown_with_delta_sum_and_missing_cells(tmp_path):
         "| ria | 9.50 | 19.00 | 28.50 |\n"
         "| stochria | 9.25 | – | – |\n"
         "| Δ (ria − stochria) | 0.25 | – | – |\n"
+        "\n"
+        f"Provenance: {ORIGIN} (8 cells)\n"
     )
     assert table.csv() == (
         "score,\"m, unstructured\",\"m, nm_2_4\",sum\n"
@@ -69,7 +102,9 @@ def test_paper_layout_markdown_with_delta_sum_and_missing_cells(tmp_path):
         "ria,9.50,19.00,28.50\n"
         "stochria,9.25,–,–\n"
         "Δ (ria − stochria),0.25,–,–\n"
+        f"# provenance: {ORIGIN} (8 cells)\n"
     )
+    assert table.latex().splitlines()[-1] == f"% provenance: {ORIGIN} (8 cells)"
     assert table.latex().splitlines()[2] == r"score & m, unstructured & m, nm\_2\_4 & sum \\"
     assert r"stochria & 9.25 & -- & -- \\" in table.latex()
 
@@ -109,7 +144,160 @@ def test_pivot_command_with_override_labels_and_baseline(tmp_path, capsys):
         "| stochria | 60.00 | – |\n"
         "| stochria, score.beta=0.5 | 61.00 | – |\n"
         "| wanda | – | 40.00 |\n"
+        "\n"
+        f"Provenance: {ORIGIN} (4 cells)\n"
     )
+
+
+def csv_rows(text):
+    """A generated CSV's rows as dicts by header, its comment lines left out (as a reader would)."""
+    return list(csv.DictReader(io.StringIO("".join(line for line in text.splitlines(True) if not line.startswith("#")))))
+
+
+MODIFIED = {"dirty": True, "diff": "d1a2b3c4d5e6f708"}
+SLOW = {"capability": "AVX2", "threads": 1}
+
+
+def mixed_records(tmp_path):
+    """The T2 layout of ``t2_records`` with wanda's 2:4 run from modified code and stochRIA's from another
+    environment."""
+    write(tmp_path / "0", record("wanda", "unstructured", 10.0))
+    write(tmp_path / "1", record("wanda", "nm_2_4", 20.5, origin=MODIFIED))
+    write(tmp_path / "2", record("ria", "unstructured", 9.5))
+    write(tmp_path / "3", record("ria", "nm_2_4", 19.0))
+    write(tmp_path / "4", record("stochria", "unstructured", 9.25, origin=SLOW))
+    return find_records([tmp_path])
+
+
+def test_a_table_from_one_combination_states_it_once_and_marks_no_cell(tmp_path):
+    for number, (score, ppl) in enumerate((("wanda", 10.0), ("ria", 9.5))):
+        write(tmp_path / str(number), record(score, "unstructured", ppl, origin=MODIFIED))
+    table = build_table(find_records([tmp_path]), T2_SPEC)
+    origin = "commit 0123456789ab modified (diff d1a2b3c4); cpu AVX512, float32, 2 threads, torch 2.5.1"
+    assert table.markdown().split("\n")[-3:] == ["", f"Provenance: {origin} (4 cells)", ""]
+    assert "| wanda | 10.00 | 10.00 |" in table.markdown() and "| ria | 9.50 | 9.50 |" in table.markdown()
+    assert [line for line in table.csv().splitlines() if line.startswith("#")] == [f"# provenance: {origin} (4 cells)"]
+    assert list(csv_rows(table.csv())[0]) == ["score", "m, unstructured", "sum"]
+    assert r"\textsuperscript" not in table.latex() and table.latex().endswith(f"% provenance: {origin} (4 cells)\n")
+
+
+def test_a_record_says_where_it_ran_or_that_it_does_not_know():
+    """Records written before environments were recorded fall back on their model's device and dtype."""
+    older = Record("x", {"git": {"commit": COMMIT, "dirty": True}, "model": {"device": "cpu", "dtype": "bfloat16"},
+                         "versions": {"torch": "2.1.0"}})
+    assert str(older.origin) == "commit 0123456789ab modified (diff unknown); cpu (capability unknown), bfloat16, " \
+                                "threads unknown, torch 2.1.0"
+    gpu = {"device": "cuda", "device_name": "NVIDIA H100", "dtype": "float16", "threads": 1, "cpu_capability": "AVX2"}
+    on_gpu = Record("y", {"git": {"commit": None, "dirty": None}, "environment": gpu, "versions": {"torch": "2.5.1"}})
+    assert str(on_gpu.origin) == "commit unknown; cuda NVIDIA H100, float16, 1 thread, torch 2.5.1"
+    assert str(Record("z", {}).origin) == "commit unknown; device unknown, dtype unknown, threads unknown, torch unknown"
+
+
+def test_a_mixed_table_marks_the_cells_of_every_minority_combination_and_explains_the_letters(tmp_path):
+    """The combination of most cells goes unmarked; the others are lettered in reading order, and a Δ or sum
+    cell carries the letters of its inputs."""
+    table = build_table(mixed_records(tmp_path), T2_SPEC)
+    assert table.markdown() == (
+        "T2\n\n"
+        "| score | m, unstructured | m, nm_2_4 | sum |\n"
+        "|---|---|---|---|\n"
+        "| wanda | 10.00 | 20.50ᵃ | 30.50ᵃ |\n"
+        "| ria | 9.50 | 19.00 | 28.50 |\n"
+        "| stochria | 9.25ᵇ | – | – |\n"
+        "| Δ (ria − stochria) | 0.25ᵇ | – | – |\n"
+        "\n"
+        "Provenance: 3 combinations of code state and environment:\n"
+        f"- {ORIGIN} (6 cells, unmarked)\n"
+        "- ᵃ commit 0123456789ab modified (diff d1a2b3c4); cpu AVX512, float32, 2 threads, torch 2.5.1 (2 cells)\n"
+        "- ᵇ commit 0123456789ab clean; cpu AVX2, float32, 1 thread, torch 2.5.1 (2 cells)\n"
+    )
+    rows = {row["score"]: row for row in csv_rows(table.csv())}
+    assert rows["wanda"]["m, nm_2_4"] == "20.50" and rows["wanda"]["m, nm_2_4 provenance"] == "a"
+    marked = {(score, column) for score, row in rows.items() for column, value in row.items()
+              if column.endswith(" provenance") and value}
+    assert marked == {("wanda", "m, nm_2_4 provenance"), ("wanda", "sum provenance"),
+                      ("stochria", "m, unstructured provenance"), ("Δ (ria − stochria)", "m, unstructured provenance")}
+    assert rows["stochria"]["m, unstructured provenance"] == "b"
+    comments = [line for line in table.csv().splitlines() if line.startswith("#")]
+    assert comments[1:] == [f"# provenance (unmarked): {ORIGIN} (6 cells)",
+                            "# provenance (a): commit 0123456789ab modified (diff d1a2b3c4); cpu AVX512, float32, "
+                            "2 threads, torch 2.5.1 (2 cells)",
+                            "# provenance (b): commit 0123456789ab clean; cpu AVX2, float32, 1 thread, torch 2.5.1 (2 cells)"]
+    assert r"stochria & 9.25\textsuperscript{b} & -- & -- \\" in table.latex()
+
+
+def test_strict_refuses_a_mixed_table_naming_it_and_its_combinations(tmp_path, capsys):
+    mixed_records(tmp_path / "runs")
+    (tmp_path / "spec.yaml").write_text(json.dumps({"t2": T2_SPEC}))
+    with pytest.raises(MixedProvenanceError, match="table t2 mixes 3 combinations") as error:
+        build(find_records([tmp_path / "runs"]), {"t2": T2_SPEC}, tmp_path / "out", strict=True)
+    assert f"[unmarked] {ORIGIN} (6 cells)" in str(error.value)
+    assert "[b] commit 0123456789ab clean; cpu AVX2, float32, 1 thread, torch 2.5.1 (2 cells)" in str(error.value)
+    assert not (tmp_path / "out").exists()
+    arguments = ["build", str(tmp_path / "runs"), "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_code:
+        main([*arguments, "--strict"])
+    assert exit_code.value.code == 2 and "symprune-tables: --strict: table t2 mixes 3" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exit_code:
+        main(["pivot", str(tmp_path / "runs"), "--rows", "score", "--columns", "sparsity", "--strict"])
+    assert exit_code.value.code == 2 and "table pivot mixes 3 combinations" in capsys.readouterr().err
+    main(arguments)  # without --strict: written, marked
+    assert "| stochria | 9.25ᵇ | – | – |" in (tmp_path / "out" / "t2.md").read_text()
+    t2_records(tmp_path / "clean")
+    assert len(build(find_records([tmp_path / "clean"]), {"t2": T2_SPEC}, tmp_path / "clean_out", strict=True)) == 4
+
+
+def test_records_differing_only_in_the_calibration_seed_are_averaged(tmp_path, monkeypatch):
+    """Three seeds of one config make one cell: mean ± sample std (n=3); Δ rows and sums use the mean;
+    the plot draws its standard deviation as an error bar."""
+    seeds = {0: 68.2, 1: 68.9, 2: 68.65}
+    for seed, ppl in seeds.items():
+        write(tmp_path / f"ria{seed}", record("ria", "unstructured", ppl, seed=seed, finished=1.0 + seed))
+    write(tmp_path / "wanda", record("wanda", "unstructured", 63.5, seed=0))
+    write(tmp_path / "stochria", record("stochria", "unstructured", 68.5, seed=0))
+    mean = (68.2 + 68.9 + 68.65) / 3
+    std = math.sqrt(((68.2 - mean) ** 2 + (68.9 - mean) ** 2 + (68.65 - mean) ** 2) / (3 - 1))
+    table = build_table(find_records([tmp_path]), T2_SPEC)
+    assert table.cells["ria", "m, unstructured"] == pytest.approx(mean)
+    assert table.cells["Δ (ria − stochria)", "m, unstructured"] == pytest.approx(mean - 68.5)
+    assert table.cells["ria", "sum"] == pytest.approx(mean)
+    lines = table.markdown().splitlines()
+    assert f"| ria | {mean:.2f} ± {std:.2f} (n=3) | {mean:.2f} |" in lines and "| ria | 68.58 ± 0.35 (n=3) | 68.58 |" in lines
+    assert "| wanda | 63.50 | 63.50 |" in lines and f"| Δ (ria − stochria) | {mean - 68.5:.2f} | {mean - 68.5:.2f} |" in lines
+    assert table.notes == []
+    rows = {row["score"]: row for row in csv_rows(table.csv())}
+    assert rows["ria"] == {"score": "ria", "m, unstructured": "68.58", "m, unstructured std": f"{std:.2f}",
+                           "m, unstructured n": "3", "sum": "68.58", "sum std": "", "sum n": ""}
+    assert rows["wanda"]["m, unstructured std"] == "" and rows["wanda"]["m, unstructured n"] == "1"
+    assert r"ria & 68.58 $\pm$ 0.35 (n=3) & 68.58 \\" in table.latex()
+
+    import matplotlib.axes
+
+    bars = []
+    errorbar = matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
+                        lambda axis, x, y, yerr=None, **kw: bars.append((kw["label"], y, yerr)) or errorbar(axis, x, y, yerr=yerr, **kw))
+    build(find_records([tmp_path]), {"t2": T2_SPEC}, tmp_path / "out")
+    ((label, means, errors),) = bars
+    assert label == "ria" and means == [pytest.approx(mean)] and errors == [pytest.approx(std)]
+
+
+def test_records_differing_in_more_than_the_seed_are_not_averaged(tmp_path):
+    """A record of another config in the same cell (here: more calibration samples) is outvoted by the newest,
+    as before; the newest is still averaged with its own other seeds, and the note says so."""
+    other = record("ria", "unstructured", 70.0, seed=0, finished=1.0, digest="other")
+    other["identity"]["config"]["calibration"]["nsamples"] = 64
+    write(tmp_path / "other", other)
+    write(tmp_path / "a", record("ria", "unstructured", 68.0, seed=0, finished=2.0))
+    table = build_table(find_records([tmp_path]), T2_SPEC)
+    assert table.cells["ria", "m, unstructured"] == 68.0 and "±" not in table.markdown()
+    assert table.notes == [f"2 records for cell (ria | m, unstructured): using the newest, {tmp_path / 'a' / 'results.json'}"]
+    write(tmp_path / "b", record("ria", "unstructured", 69.0, seed=1, finished=3.0))
+    table = build_table(find_records([tmp_path]), T2_SPEC)
+    assert table.cells["ria", "m, unstructured"] == 68.5 and "| ria | 68.50 ± 0.71 (n=2) | 68.50 |" in table.markdown()
+    assert table.notes == [f"3 records for cell (ria | m, unstructured): using the newest, {tmp_path / 'b' / 'results.json'}, "
+                           "averaged with 1 more differing only in calibration.seed"]
 
 
 @pytest.mark.parametrize("layout", ["axes", "earlier"])
@@ -153,7 +341,7 @@ def test_zero_shot_table_has_a_column_per_task_and_a_dense_row():
     spec = {"metric": "metrics.zeroshot.pruned.*.acc", "rows": ["score"], "columns": [],
             "baseline": "metrics.zeroshot.dense.*.acc", "digits": 3}
     table = build_table([zeroshot("wanda", 0.5, 0.25, dense), zeroshot("ria", 0.625, 0.5)], spec)
-    assert table.markdown().splitlines()[-5:] == [
+    assert table.markdown().splitlines()[:5] == [
         "| score | boolq | piqa | mean |",
         "|---|---|---|---|",
         "| dense | 0.750 | 0.500 | 0.625 |",

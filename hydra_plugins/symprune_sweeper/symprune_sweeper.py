@@ -1,6 +1,7 @@
 """symprune's Hydra sweeper: Hydra's basic sweeper (cartesian products of comma-separated values) that
 derives the sweep directory from the sweep's overrides, checks every job before the first one runs,
-keeps going when a job fails and reports every job at the end (symprune/run/sweep.py).
+names each job's directory by its identity, keeps going when a job fails and reports every job at the
+end (symprune/run/sweep.py).
 
 Hydra imports every plugin module at start-up, even for ``--help``: this one imports symprune's run
 layer only when a sweep actually starts.
@@ -42,19 +43,50 @@ ConfigStore.instance().store(group="hydra/sweeper", name="symprune", node=SymPru
 
 class SymPruneSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> Any:
+        from symprune.errors import ConfigError
+        from symprune.provenance import git_state, software_versions
         from symprune.run.plan import plan_run
-        from symprune.run.sweep import SweepOutcome, check_jobs, contiguous_runs, open_sweep, sweep_name, swept
+        from symprune.run.resume import reusable_record
+        from symprune.run.sweep import (
+            SweepOutcome,
+            check_clean_checkout,
+            check_jobs,
+            contiguous_runs,
+            is_experiment_sweep,
+            job_directory,
+            open_sweep,
+            sweep_name,
+            swept,
+        )
 
         overrides = [*self._parse_config(), *arguments]
         _current_sweep.append(sweep_name(overrides))
+        if is_experiment_sweep(overrides) and not self.config.get("allow_dirty", False):
+            try:
+                check_clean_checkout(git_state())
+            except ConfigError as error:
+                log.error("%s", error)
+                sys.exit(2)
         parsed = OverridesParser.create(config_loader=self.hydra_context.config_loader).parse_overrides(overrides)
         jobs = [job for batch in self.split_arguments(parsed, None) for job in batch]
         directory = Path(str(self.config.hydra.sweep.dir))
+        versions = software_versions()
 
         def compose(job: List[str]):
             return self.hydra_context.config_loader.load_sweep_config(master_config=self.config, sweep_overrides=job)
 
-        invalid = check_jobs(jobs, compose, plan_run)
+        found = {}  # config hash -> the record standing for it
+
+        def check_reuse(plan) -> None:
+            """A record of the job's identity made with other software is refused here, before any work."""
+            if plan.settings.resume:
+                found[plan.config_hash] = reusable_record(directory, plan.settings.reuse_from, plan.config_hash,
+                                                          versions, plan.settings.reuse_accept_env)
+
+        invalid, plans = check_jobs(jobs, compose, plan_run, check_reuse)
+        labels = swept(jobs)
+        jobs = [[*job, f"hydra.sweep.subdir={job_directory(labels[number], plans[number].config_hash)}"]
+                if number in plans else job for number, job in enumerate(jobs)]
         continue_on_error = bool(self.config.get("continue_on_error", False))
         if invalid and not continue_on_error:
             for bad in invalid:
@@ -67,9 +99,13 @@ class SymPruneSweeper(BasicSweeper):
         open_sweep(directory, overrides, resume=bool(self.config.get("resume", True)))
         log.info("sweep directory %s (%d jobs); relaunching the same command resumes it", directory, len(jobs))
 
-        outcome = SweepOutcome(swept(jobs), invalid)
+        outcome = SweepOutcome(labels, invalid)
         invalid_numbers = {bad.number for bad in invalid}
-        valid = [number for number in range(len(jobs)) if number not in invalid_numbers]
+        recorded = {number: found[plan.config_hash].path for number, plan in plans.items()
+                    if found.get(plan.config_hash) is not None and found[plan.config_hash].in_sweep}
+        outcome.skipped += [(number, f"this config's run record exists: {path}") for number, path in recorded.items()]
+        # a finished job is not launched at all (on a cluster: no allocation just to find its record)
+        valid = [number for number in range(len(jobs)) if number not in invalid_numbers and number not in recorded]
         returns = []
         for run in contiguous_runs(valid, self.max_batch_size):
             results = self.launcher.launch([jobs[number] for number in run], initial_job_idx=run[0])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -45,10 +47,129 @@ class Record:
         return float(self.data.get("finished", 0.0))
 
     @property
+    def origin(self) -> Origin:
+        """The code state and the environment that produced the record's numbers."""
+        return Origin(code_state(self.data.get("git") or {}), environment(self.data))
+
+    @property
+    def calibration_seed(self) -> Any:
+        root = self.data["identity"] if isinstance(self.data.get("identity"), dict) else self.data
+        return dotted(root, "config.calibration.seed")
+
+    def seedless_identity(self) -> str | None:
+        """The record's identity without the calibration seed, as canonical JSON: records where it is equal
+        differ in their calibration samples only. None without an identity (records of earlier versions,
+        W&B runs): such a record is compared with no other."""
+        identity = self.data.get("identity")
+        if not isinstance(identity, dict):
+            return None
+        identity = copy.deepcopy(identity)
+        calibration = dotted(identity, "config.calibration")
+        if isinstance(calibration, dict):
+            calibration.pop("seed", None)
+        for split, described in (identity.get("data") or {}).items():
+            if str(split).startswith("calibration"):
+                _drop_seeds(described)
+        return json.dumps(identity, sort_keys=True, default=str)
+
+    @property
     def synthetic(self) -> bool:
         """A run on a synthetic model (random weights: speed and memory only), by its record or its config."""
         model = self.data.get("config", {}).get("model", {})
         return bool(dotted(self.data, "model.synthetic") or model.get("size") or model.get("architecture"))
+
+
+def _drop_seeds(node: Any) -> None:
+    """Remove every ``seed`` key below a calibration split's description (where the samples were drawn)."""
+    if isinstance(node, dict):
+        node.pop("seed", None)
+        for value in node.values():
+            _drop_seeds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_seeds(value)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a number comes from: the code state (commit, clean or modified, the modification's hash) and
+    the environment (device, CPU instruction set or GPU, dtype, threads, torch)."""
+
+    code: str
+    environment: str
+
+    def __str__(self) -> str:
+        return f"{self.code}; {self.environment}"
+
+
+def code_state(git: dict[str, Any]) -> str:
+    """``commit <12 hex> clean``, ``... modified (diff <8 hex>)``; what a record does not say is "unknown"."""
+    commit = git.get("commit")
+    if not commit:
+        return "commit unknown"
+    text = f"commit {commit[:12]}"
+    dirty = git.get("dirty")
+    if dirty is None:
+        return f"{text} (clean or modified: unknown)"
+    if not dirty:
+        return f"{text} clean"
+    diff = git.get("diff_sha256")
+    return f"{text} modified (diff {diff[:8] if diff else 'unknown'})"
+
+
+def environment(data: dict[str, Any]) -> str:
+    """``cpu AVX512, float32, 2 threads, torch 2.5.1`` or ``cuda <GPU name>, ...``; records written before the
+    environment was recorded give the device and dtype of their model, the rest "unknown"."""
+    env = data.get("environment") or {}
+    model = data.get("model") or {}
+    device = str(env.get("device") or model.get("device") or "").split(":")[0]
+    if not device:
+        device = "device unknown"
+    elif device == "cuda":
+        device += f" {env.get('device_name') or '(GPU unknown)'}"
+    else:
+        device += f" {env.get('cpu_capability') or '(capability unknown)'}"
+    dtype = env.get("dtype") or model.get("dtype") or "dtype unknown"
+    threads = env.get("threads")
+    threads = f"{threads} thread{'' if threads == 1 else 's'}" if isinstance(threads, int) else "threads unknown"
+    torch = (data.get("versions") or {}).get("torch") or "unknown"
+    return f"{device}, {dtype}, {threads}, torch {torch}"
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The value of a table cell or a plotted point: the mean over the records that differ only in their
+    calibration seed (one record: its value)."""
+
+    mean: float
+    std: float | None  # sample standard deviation (ddof=1); None for one record
+    records: tuple[Record, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.records)
+
+    @property
+    def origins(self) -> frozenset[Origin]:
+        return frozenset(record.origin for record in self.records)
+
+
+def combine(claims: Sequence[tuple[Record, float]]) -> Aggregate:
+    """One value from the (record, value) pairs that claim a place, oldest first: the newest record's, averaged
+    with those of the records that differ from it only in ``calibration.seed`` (the newest of each seed)."""
+    newest = claims[-1][0]
+    identity = newest.seedless_identity()
+    if identity is None:
+        group = [claims[-1]]
+    else:
+        by_seed = {}
+        for record, value in claims:
+            if record.seedless_identity() == identity:
+                by_seed[json.dumps(record.calibration_seed, default=str)] = (record, value)
+        group = list(by_seed.values())
+    values = [float(value) for _, value in group]
+    return Aggregate(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None,
+                     tuple(record for record, _ in group))
 
 
 class MixedRecordsError(ConfigError):

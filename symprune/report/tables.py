@@ -12,7 +12,10 @@ config (``refine.reweight``, ``calibration.nsamples``), or ``overrides:<prefix>`
 command-line overrides starting with the prefix (``overrides:score.`` labels a stochRIA run
 ``score.beta=0.5`` only where beta was overridden). Several keys make compound labels (empty
 parts dropped). Cells with no record show "–", never zero. When several records share a config
-(or a cell), the newest wins and the output says so.
+(or a cell), the newest wins and the output says so; records that differ from it only in
+``calibration.seed`` are averaged with it: mean ± sample std (n=...), Δ rows and sums of the means.
+Under every table: the code states and environments its cells come from (``--strict``: refuse a
+table that mixes several; otherwise the cells of all but the most frequent carry footnote letters).
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from symprune.errors import ConfigError
 from symprune.report.plots import plot_table
 from symprune.report.provenance import generated_line
 from symprune.report.records import (
+    Origin,
     Record,
     check_not_mixed,
+    combine,
     dotted,
     find_records,
     newest_per_config,
@@ -50,36 +55,139 @@ DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "experiments" / "tables.yam
 DEFAULT_RECORDS = Path("experiments") / "results" / "records"
 
 
+# footnote letters of the combinations a table mixes; no q: Unicode has no superscript q
+LETTERS = "abcdefghijklmnoprstuvwxyz"
+SUPERSCRIPT = dict(zip(LETTERS, "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖʳˢᵗᵘᵛʷˣʸᶻ"))
+
+
+def _letter(index: int) -> str:
+    """a, b, ..., z, aa, ab, ...: as many letters as a table needs."""
+    letters, index = "", index + 1
+    while index:
+        index, rest = divmod(index - 1, len(LETTERS))
+        letters = LETTERS[rest] + letters
+    return letters
+
+
+def _cells(count: int) -> str:
+    return f"{count} cell{'' if count == 1 else 's'}"
+
+
 @dataclass
 class Table:
     title: str
     row_title: str
     rows: list[str]
     columns: list[str]
-    cells: dict[tuple[str, str], float]
+    cells: dict[tuple[str, str], float]  # a cell's value; the mean where several calibration seeds ran
     notes: list[str] = field(default_factory=list)
     digits: int = 2
+    spread: dict[tuple[str, str], tuple[float | None, int]] = field(default_factory=dict)  # measured cells: (std, n)
+    origins: dict[tuple[str, str], frozenset[Origin]] = field(default_factory=dict)  # where each cell's inputs ran
 
     def cell(self, row: str, column: str) -> str:
         value = self.cells.get((row, column))
         return MISSING_CELL if value is None else f"{value:.{self.digits}f}"
 
+    def provenance(self) -> list[tuple[Origin, int, str]]:
+        """Each (code state, environment) combination the cells come from, with its number of cells and its
+        footnote letter: the combination of most cells (of a tie, the first seen) goes unmarked, the others
+        are lettered in the order they are first seen, row by row. A cell drawing on several counts for each."""
+        counts: dict[Origin, int] = {}
+        for row in self.rows:
+            for column in self.columns:
+                for origin in sorted(self.origins.get((row, column), ()), key=str):
+                    counts[origin] = counts.get(origin, 0) + 1
+        if not counts:
+            return []
+        unmarked = max(counts, key=lambda origin: counts[origin])
+        lettered = [origin for origin in counts if origin != unmarked]
+        return [(unmarked, counts[unmarked], ""),
+                *((origin, counts[origin], _letter(index)) for index, origin in enumerate(lettered))]
+
+    def marks(self, row: str, column: str, legend: list[tuple[Origin, int, str]]) -> list[str]:
+        """The letters of a cell: those of its combinations other than the unmarked one."""
+        origins = self.origins.get((row, column), frozenset())
+        return [letter for origin, _, letter in legend if letter and origin in origins]
+
+    def _seeded(self) -> bool:
+        return any(n > 1 for _, n in self.spread.values())
+
+    def _shown(self, row: str, column: str, legend, plus_minus: str, superscript) -> str:
+        """A cell as a reader sees it: the value, ``± std (n=N)`` where seeds were averaged, its marks."""
+        text = self.cell(row, column)
+        std, n = self.spread.get((row, column), (None, 1))
+        if n > 1:
+            text += f" {plus_minus} {std:.{self.digits}f} (n={n})"
+        letters = self.marks(row, column, legend) if len(legend) > 1 else []
+        return text + (superscript(letters) if letters else "")
+
+    def provenance_lines(self, where: str) -> list[str]:
+        """The provenance under a table: one line for one combination, else a line per combination with its
+        letter (``where`` says where a cell's letter is)."""
+        legend = self.provenance()
+        if len(legend) == 1:
+            origin, count, _ = legend[0]
+            return [f"provenance: {origin} ({_cells(count)})"]
+        lines = [f"provenance: {len(legend)} combinations of code state and environment, {where}"] if legend else []
+        return lines + [f"provenance ({letter or 'unmarked'}): {origin} ({_cells(count)})"
+                        for origin, count, letter in legend]
+
     def markdown(self) -> str:
+        legend = self.provenance()
+
+        def superscript(letters):
+            return "".join(SUPERSCRIPT.get(char, char) for char in "".join(letters))
+
         lines = [f"| {' | '.join([self.row_title, *self.columns])} |", "|" + "---|" * (len(self.columns) + 1)]
-        lines += [f"| {' | '.join([row, *(self.cell(row, c) for c in self.columns)])} |" for row in self.rows]
+        lines += [f"| {' | '.join([row, *(self._shown(row, c, legend, '±', superscript) for c in self.columns)])} |"
+                  for row in self.rows]
+        if len(legend) == 1:
+            origin, count, _ = legend[0]
+            provenance = [f"Provenance: {origin} ({_cells(count)})"]
+        elif legend:
+            provenance = [f"Provenance: {len(legend)} combinations of code state and environment:"]
+            provenance += [f"- {SUPERSCRIPT.get(letter, letter) + ' ' if letter else ''}{origin} ({_cells(count)}"
+                           f"{'' if letter else ', unmarked'})" for origin, count, letter in legend]
+        else:
+            provenance = []
         notes = "".join(f"\n> {note}" for note in self.notes)
-        return (f"{self.title}\n\n" if self.title else "") + "\n".join(lines) + "\n" + (notes + "\n" if notes else "")
+        return ((f"{self.title}\n\n" if self.title else "") + "\n".join(lines) + "\n"
+                + ("\n" + "\n".join(provenance) + "\n" if provenance else "") + (notes + "\n" if notes else ""))
 
     def csv(self) -> str:
+        """The values (means), with a ``<column> std`` and ``<column> n`` column after each where some cell
+        averages calibration seeds, and a ``<column> provenance`` column (the cell's letters) where the cells
+        mix combinations; the provenance as trailing comment lines."""
+        legend, seeded = self.provenance(), self._seeded()
+
+        def companions(column: str) -> list[str]:
+            return [column, *([f"{column} std", f"{column} n"] if seeded else []),
+                    *([f"{column} provenance"] if len(legend) > 1 else [])]
+
+        def values(row: str, column: str) -> list[str]:
+            std, n = self.spread.get((row, column), (None, 0))
+            seed_values = [f"{std:.{self.digits}f}" if std is not None else "", str(n) if n else ""]
+            return [self.cell(row, column), *(seed_values if seeded else []),
+                    *([" ".join(self.marks(row, column, legend))] if len(legend) > 1 else [])]
+
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([self.row_title, *self.columns])
-        writer.writerows([[row, *(self.cell(row, c) for c in self.columns)] for row in self.rows])
-        return out.getvalue()
+        writer.writerow([self.row_title, *(name for column in self.columns for name in companions(column))])
+        writer.writerows([[row, *(value for column in self.columns for value in values(row, column))]
+                          for row in self.rows])
+        where = "each cell's letters in its column's provenance column"
+        return out.getvalue() + "".join(f"# {line}\n" for line in self.provenance_lines(where))
 
     def latex(self) -> str:
         def escape(text: str) -> str:
             return text.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("–", "--")
+
+        legend = self.provenance()
+
+        def shown(row: str, column: str) -> str:
+            return escape(self._shown(row, column, legend, r"$\pm$",
+                                      lambda letters: rf"\textsuperscript{{{','.join(letters)}}}"))
 
         lines = [
             r"\begin{tabular}{l" + "r" * len(self.columns) + "}",
@@ -87,33 +195,52 @@ class Table:
             " & ".join(escape(t) for t in [self.row_title, *self.columns]) + r" \\",
             r"\midrule",
         ]
-        lines += [" & ".join(escape(t) for t in [row, *(self.cell(row, c) for c in self.columns)]) + r" \\" for row in self.rows]
+        lines += [" & ".join([escape(row), *(shown(row, c) for c in self.columns)]) + r" \\" for row in self.rows]
         lines += [r"\bottomrule", r"\end{tabular}"]
+        lines += [f"% {line}" for line in self.provenance_lines("each cell's letters superscript")]
         return "\n".join(lines) + "\n"
+
+
+class MixedProvenanceError(ConfigError):
+    """A table whose cells come from several combinations of code state and environment, under --strict."""
+
+
+def check_single_origin(tables: Sequence[tuple[str, Table]]) -> None:
+    """Refuse tables whose cells mix (code state, environment) combinations, naming each and its combinations."""
+    mixed = [(name, table.provenance()) for name, table in tables if len(table.provenance()) > 1]
+    if mixed:
+        raise MixedProvenanceError("\n".join(
+            f"--strict: table {name} mixes {len(legend)} combinations of code state and environment: "
+            + ", ".join(f"[{letter or 'unmarked'}] {origin} ({_cells(count)})" for origin, count, letter in legend)
+            + "; build it from records of one combination (rerun the marked cells), or leave out --strict"
+            for name, legend in mixed))
 
 
 def pivot(records: Sequence[Record], rows: Sequence[str], columns: Sequence[str], metric: str):
     """Row labels grouped key by key (by the first key's values, then the second's, each in first-seen order, so
     that the order in which a sweep's runs finished does not interleave them), column labels in first-seen
-    order, the metric per (row, column) (the newest record wins a cell), and a note for every cell that several
-    records claimed."""
+    order, the metric per (row, column) and how it was aggregated (``combine``: the newest record wins a cell,
+    averaged over the records that differ from it only in their calibration seed), and a note for every cell
+    that records of other configs claimed too."""
     row_values: dict[str, tuple[str, ...]] = {}  # each row label's key values, in first-seen order
     column_labels: list[str] = []
-    cells: dict[tuple[str, str], float] = {}
-    claimed: dict[tuple[str, str], list[Record]] = {}
+    claimed: dict[tuple[str, str], list[tuple[Record, Any]]] = {}
     for record in sorted(records, key=lambda r: r.finished):
         row = record.label(rows)
         for column, value in metric_values(record, columns, metric):
             row_values.setdefault(row, tuple(str(record.value(key)) for key in rows))
             column_labels += [] if column in column_labels else [column]
-            cells[row, column] = value
-            claimed.setdefault((row, column), []).append(record)
-    notes = [
-        f"{len(group)} records for cell ({row} | {column}): using the newest, {group[-1].source}"
-        for (row, column), group in claimed.items()
-        if len(group) > 1
-    ]
-    return _grouped(row_values), column_labels, cells, notes
+            claimed.setdefault((row, column), []).append((record, value))
+    measured = {cell: combine(claims) for cell, claims in claimed.items()}
+    notes = []
+    for (row, column), claims in claimed.items():
+        kept = measured[row, column]
+        if len(claims) > kept.n:
+            seeds = f", averaged with {kept.n - 1} more differing only in calibration.seed" if kept.n > 1 else ""
+            notes.append(f"{len(claims)} records for cell ({row} | {column}): using the newest, {claims[-1][0].source}"
+                         f"{seeds}")
+    cells = {cell: aggregate.mean for cell, aggregate in measured.items()}
+    return _grouped(row_values), column_labels, cells, notes, measured
 
 
 def _grouped(values: dict[str, tuple[str, ...]]) -> list[str]:
@@ -173,31 +300,38 @@ def build_table(records: Sequence[Record], spec: dict[str, Any], title: str = ""
     records, notes = newest_per_config(records)
     rows, columns = list(spec["rows"]), list(spec["columns"])
     check_spec(records, [*rows, *columns], [spec["metric"]])
-    row_labels, column_labels, cells, cell_notes = pivot(records, rows, columns, spec["metric"])
+    row_labels, column_labels, cells, cell_notes, measured = pivot(records, rows, columns, spec["metric"])
     row_labels, column_labels = _ordered(row_labels, spec.get("row_order")), _ordered(column_labels, spec.get("column_order"))
+    spread = {cell: (aggregate.std, aggregate.n) for cell, aggregate in measured.items()}
+    origins = {cell: aggregate.origins for cell, aggregate in measured.items()}
     if spec.get("baseline"):
-        baseline = {}
+        baseline: dict[str, tuple[Any, Record]] = {}
         for record in records:
             for column, value in metric_values(record, columns, spec["baseline"]):
-                baseline.setdefault(column, value)
-        if baseline:
+                baseline.setdefault(column, (value, record))
+        if baseline:  # a dense value comes from the record it is read from
             row_labels.insert(0, "dense")
-            cells.update({("dense", column): value for column, value in baseline.items()})
+            for column, (value, record) in baseline.items():
+                cells["dense", column], spread["dense", column] = value, (None, 1)
+                origins["dense", column] = frozenset({record.origin})
+    # Δ rows and sums: of the means, from wherever their inputs come from (marked only if those are marked)
     for minuend, subtrahend in spec.get("delta", []):
         name = f"Δ ({minuend} − {subtrahend})"
         row_labels.append(name)
         for column in column_labels:
             if (minuend, column) in cells and (subtrahend, column) in cells:
                 cells[name, column] = cells[minuend, column] - cells[subtrahend, column]
+                origins[name, column] = origins[minuend, column] | origins[subtrahend, column]
     if spec.get("sum"):
         for row in row_labels:
             values = [cells.get((row, column)) for column in column_labels]
             if values and all(value is not None for value in values):
                 cells[row, "sum"] = sum(values)
+                origins[row, "sum"] = frozenset().union(*(origins[row, column] for column in column_labels))
         column_labels = [*column_labels, "sum"]
     return Table(
         title or spec.get("title", ""), " / ".join(rows), row_labels, column_labels, cells,
-        notes + cell_notes, spec.get("digits", 2),
+        notes + cell_notes, spec.get("digits", 2), spread, origins,
     )
 
 
@@ -231,28 +365,33 @@ def table_specs(name: str, specs: dict[str, Any]) -> list[tuple[str, dict[str, A
 
 
 def build(records: Sequence[Record], specs: dict[str, Any], out: Path, only: Sequence[str] = (), log_to=None,
-          command: str = "symprune-tables build") -> list[Path]:
+          command: str = "symprune-tables build", strict: bool = False) -> list[Path]:
     """Every experiment found in the records (or those named in ``only``): tables and plots under ``out``, each
-    file saying in its first line (a PNG: in its metadata) the command that generated it."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+    file saying in its first line (a PNG: in its metadata) the command that generated it. ``strict``: no file
+    is written if a table's cells mix combinations of code state and environment."""
+    planned = []
     for experiment, group in by_experiment(records):
         name = spec_name(experiment, specs)
         if name is None or (only and experiment not in only):
             continue
         for suffix, spec in table_specs(name, specs):
-            stem = f"{experiment}{suffix}"
             table = build_table(group, spec, title=f"{spec.get('title', name)} — experiment `{experiment}`")
-            for extension, text in (("md", table.markdown()), ("tex", table.latex()), ("csv", table.csv())):
-                path = out / f"{stem}.{extension}"
-                path.write_text(f"{generated_line(extension, command)}\n{text}")
-                written.append(path)
-            for note in table.notes:
-                print(f"{stem}: note: {note}")
-            if "plot" in spec:
-                written.append(plot_table(group, spec, out / f"{stem}.png", title=experiment, command=command))
-            if log_to is not None:
-                log_to(stem, table, written[-1] if "plot" in spec else None)
+            planned.append((f"{experiment}{suffix}", experiment, group, spec, table))
+    if strict:
+        check_single_origin([(stem, table) for stem, _, _, _, table in planned])
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, experiment, group, spec, table in planned:
+        for extension, text in (("md", table.markdown()), ("tex", table.latex()), ("csv", table.csv())):
+            path = out / f"{stem}.{extension}"
+            path.write_text(f"{generated_line(extension, command)}\n{text}")
+            written.append(path)
+        for note in table.notes:
+            print(f"{stem}: note: {note}")
+        if "plot" in spec:
+            written.append(plot_table(group, spec, out / f"{stem}.png", title=experiment, command=command))
+        if log_to is not None:
+            log_to(stem, table, written[-1] if "plot" in spec else None)
     return written
 
 
@@ -364,6 +503,8 @@ def _main(argv: Sequence[str] | None) -> None:
     build_cmd.add_argument("--experiments", default="", help="comma-separated experiment names (default: all found)")
     build_cmd.add_argument("--out", default="experiments/results")
     build_cmd.add_argument("--log-wandb", metavar="PROJECT", help="log the tables and plots to this W&B project")
+    build_cmd.add_argument("--strict", action="store_true", help="write nothing if a table's cells come from several "
+                                                                 "combinations of code state and environment")
     export_cmd = commands.add_parser("export", help="the records behind the tables, as JSON lines per experiment")
     export_cmd.add_argument("directories", nargs="*", default=["outputs/experiments"], help="searched for results.json")
     export_cmd.add_argument("--out", default="experiments/results/records")
@@ -389,6 +530,8 @@ def _main(argv: Sequence[str] | None) -> None:
     pivot_cmd.add_argument("--baseline", help="dotted path of a metric shown as a first 'dense' row")
     pivot_cmd.add_argument("--digits", type=int, default=2)
     pivot_cmd.add_argument("--out", help="write the Markdown table here (default: stdout)")
+    pivot_cmd.add_argument("--strict", action="store_true", help="refuse a table whose cells come from several "
+                                                                 "combinations of code state and environment")
     args = parser.parse_args(argv)
 
     if args.command == "pivot":
@@ -396,7 +539,10 @@ def _main(argv: Sequence[str] | None) -> None:
         spec = {"rows": args.rows.split(","), "columns": args.columns.split(","), "metric": args.metric,
                 "baseline": args.baseline, "digits": args.digits}
         check_spec(records, [], [args.baseline] if args.baseline else [])
-        text = build_table(records, spec).markdown()
+        table = build_table(records, spec)
+        if args.strict:
+            check_single_origin([(args.out or "pivot", table)])
+        text = table.markdown()
         if args.out:
             Path(args.out).write_text(text)
         else:
@@ -423,7 +569,7 @@ def _main(argv: Sequence[str] | None) -> None:
     sources = " ".join([*args.directories, *(["--records", args.records] if args.records else []),
                         *(["--wandb", args.wandb] if args.wandb else [])])
     for path in build(records, load_specs(args.spec), Path(args.out), only, log_to,
-                      command=f"symprune-tables build {sources}".rstrip()):
+                      command=f"symprune-tables build {sources}".rstrip(), strict=args.strict):
         print(f"wrote {path}")
     if run is not None:
         run.finish()

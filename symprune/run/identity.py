@@ -9,14 +9,18 @@ Two records with the same hash are interchangeable: resuming skips a job whose h
   (so ``2`` and ``2.0``, or ``group: auto`` and the group it resolves to, hash alike);
 - the model's identity (a hub id and revision, or the SHA-256 of its local files, or a synthetic
   model's shape and seed), the resolved device type and the dtype;
+- the machine's numerics (``symprune.provenance.numerics``): on the CPU torch's vector instruction set
+  and thread count, on a GPU its name; the same config gives other floating-point sums, hence other
+  masks at exact score ties, on another of either;
 - where every split's text comes from (a hub dataset id, or a local file and its SHA-256): offline
   WikiText-2 calibration reads the validation split where the hub path reads train, and offline C4
   is a C4-like substitute, so they are other runs;
 - the zero-shot tasks' definitions and files, and a ``mask_from`` mask's ``mask_sha256``.
 
 A setting that a record written by an earlier version lacks counts as its schema default, so adding
-an option whose default keeps the old behaviour does not orphan earlier records. Library versions
-are recorded, not hashed: a sweep resumes across an upgrade.
+an option whose default keeps the old behaviour does not orphan earlier records. What only might change
+the numbers, the library versions and symprune's own code (commit and diff), is not hashed but compared:
+a record made with others is reused only with ``reuse_accept_env=true`` (``environment_differences``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from symprune.config import RunConfig
 
 # settings that change no number, or whose effect the identity records otherwise
 NOT_IN_IDENTITY = (
-    "logger", "progress", "paths", "resume", "reuse_from", "continue_on_error", "save_model", "save_semi_structured",
+    "logger", "progress", "paths", "resume", "reuse_from", "reuse_accept_env", "allow_dirty", "continue_on_error",
+    "save_model", "save_semi_structured",
     "save_masks", "placement",
     "device",  # replaced by the resolved device type
     "mask_from",  # replaced by the mask's mask_sha256
@@ -43,12 +48,24 @@ MODEL_LOCATION_KEYS = ("name", "pretrained", "package", "requirement", "gguf_fil
 
 
 def run_identity(config: dict[str, Any], method: dict[str, Any], model: dict[str, Any], device: str,
-                 data: dict[str, Any], zeroshot: dict[str, Any] | None, mask_from: str | None) -> dict[str, Any]:
+                 numerics: dict[str, Any], data: dict[str, Any], zeroshot: dict[str, Any] | None,
+                 mask_from: str | None) -> dict[str, Any]:
     """The identity of a planned run (``config``: the resolved config; the rest: the plan's resolved parts)."""
     kept = {key: value for key, value in config.items() if key not in NOT_IN_IDENTITY}
     kept["model"] = {key: value for key, value in config["model"].items() if key not in MODEL_LOCATION_KEYS}
-    return {"config": kept, "method": method, "model": model, "device": device, "data": data, "zeroshot": zeroshot,
-            "mask_from": mask_from}
+    return {"config": kept, "method": method, "model": model, "device": device, "numerics": numerics, "data": data,
+            "zeroshot": zeroshot, "mask_from": mask_from}
+
+
+# the record fields compared (not hashed) before a record of the same identity is reused
+COMPARED_VERSIONS = ("symprune", "torch", "transformers", "datasets", "accelerate", "lm_eval", "gguf")
+
+
+def environment_differences(record_versions: dict[str, Any], current_versions: dict[str, Any]) -> list[str]:
+    """What differs between the software a record was made with and this one's (``symprune`` carries the
+    commit and the diff of the code): ``name: recorded -> now`` each."""
+    return [f"{name}: {record_versions.get(name)} -> {current_versions.get(name)}" for name in COMPARED_VERSIONS
+            if record_versions.get(name) != current_versions.get(name)]
 
 
 def config_hash(identity: dict[str, Any]) -> str:

@@ -12,12 +12,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from symprune.files import check_writable
 from symprune.model.masks import MASKS_NAME
-from symprune.provenance import git_state, software_versions
+from symprune.provenance import environment, git_state, software_versions
 from symprune.run.axes import ablation_axes
+from symprune.run.claims import claim
 from symprune.run.loggers import make_logger
 from symprune.run.plan import plan_run
-from symprune.run.record import RunRecord
-from symprune.run.resume import claim, find_record, reused_record
+from symprune.run.record import RunRecord, check_no_other_record
+from symprune.run.resume import reusable_record, reused_record
 from symprune.run.runner import execute
 from symprune.run.signals import Interrupted
 from symprune.run.sweep import read_sweep
@@ -44,17 +45,21 @@ def execute_job(cfg: DictConfig, hydra_cfg, sweep_dir: str | None) -> dict[str, 
         overrides=list(hydra_cfg.overrides.task), config_hash=plan.config_hash, identity=plan.identity,
         logger={"backend": logger_settings.backend, "group": logger_settings.group or group, "name": name},
     )
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    check_no_other_record(run_dir, job.config_hash)
+    if sweep_dir is not None and not run_dir.name.endswith(job.config_hash[:12]):
+        log.warning("this job's identity (%s: numerics %s) is not the one its sweep planned for %s: the job computes "
+                    "with another thread count or device than the sweep's process (run parallel sweeps with "
+                    "OMP_NUM_THREADS set)", job.config_hash, plan.identity["numerics"], run_dir.name)
     if sweep_dir is None or not plan.settings.resume:
         return _run(plan, job, hydra_cfg)
-    existing = find_record(sweep_dir, job.config_hash)
-    if existing is not None:
-        return _skipped("skipped", f"this config's run record exists: {existing}")
-    for directory in plan.settings.reuse_from:
-        earlier = find_record(directory, job.config_hash)
-        if earlier is not None:
-            run_dir = hydra_cfg.runtime.output_dir
-            path = reused_record(earlier, job.record_fields(), run_dir).write(run_dir)
-            return _skipped("reused", f"the run record of the same config at {earlier} (copied to {path})")
+    found = reusable_record(sweep_dir, plan.settings.reuse_from, job.config_hash, software_versions(),
+                            plan.settings.reuse_accept_env)
+    if found is not None and found.in_sweep:
+        return _skipped("skipped", f"this config's run record exists: {found.path}")
+    if found is not None:
+        path = reused_record(found.path, job.record_fields(), run_dir).write(run_dir)
+        return _skipped("reused", f"the run record of the same config at {found.path} (copied to {path})")
     with claim(sweep_dir, job.config_hash) as claimed:
         if not claimed:
             return _skipped("skipped", "another job of this sweep is running the same config")
@@ -101,6 +106,7 @@ def _run(plan, job: JobRecord, hydra_cfg) -> dict[str, Any]:
         **job.record_fields(), method=plan.method.describe(), model=results.model, data=results.data,
         metrics=results.metrics, layers=results.layers, timings=results.timings, started=results.started,
         finished=results.finished, versions=software_versions(), git=git_state(),
+        environment=environment(plan.device, plan.settings.model.dtype),
         mask_sha256=results.masks.sha256(), masks_file=masks_file, caches=results.caches,
         saved_model=results.saved_model, save_error=results.save_error,
     )

@@ -25,6 +25,7 @@ from symprune.prune.allocation import ALLOCATIONS, check_ratios
 from symprune.prune.driver import matrix_layout, select_matrices
 from symprune.prune.method import PruningMethod, build_method
 from symprune.prune.targets import Targets
+from symprune.provenance import numerics
 from symprune.registry import Built
 from symprune.run.identity import config_hash, run_identity
 
@@ -121,7 +122,7 @@ def plan_run(cfg: DictConfig) -> Plan:
             raise ConfigError(f"{key}={length} exceeds the model's {limit} positions")
     identity = run_identity(
         OmegaConf.to_container(cfg, resolve=True), method.describe(), source.identity(), placement.compute.type,
-        data_identity, zeroshot.identity() if zeroshot else None,
+        numerics(placement.compute), data_identity, zeroshot.identity() if zeroshot else None,
         read_mask_sha256(run.mask_from) if run.mask_from else None,
     )
     return Plan(cfg, run, method, source, placement, targets, allocation, zeroshot, model_config.vocab_size, identity)

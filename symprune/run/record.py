@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from symprune.errors import ConfigError
 from symprune.files import write_json_atomic
 
 RECORD_NAME = "results.json"
-SCHEMA_VERSION = 2  # 1: records written before run identities, provenance and masks (no schema_version key)
+# 1: records written before run identities, provenance and masks (no schema_version key); 2: before the
+# machine's numerics in the identity, the environment and the code's diff hash
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -37,7 +40,8 @@ class RunRecord:
     started: float
     finished: float
     versions: dict[str, str | None]  # Python and the libraries that change numbers
-    git: dict[str, Any]  # the checkout's commit and whether it had uncommitted changes
+    git: dict[str, Any]  # the checkout's commit, whether its code differed from it and the difference's hash
+    environment: dict[str, Any] = field(default_factory=dict)  # device, dtype, threads, CPU capability, BLAS
     logger: dict[str, Any] = field(default_factory=dict)  # tracking backend, W&B group and run name
     mask_sha256: str | None = None  # symprune/model/masks.py defines it
     masks_file: str | None = None  # the masks' file name beside results.json (None: save_masks=false)
@@ -70,7 +74,28 @@ class RunRecord:
         return cls.from_json(json.loads(Path(path).read_text()))
 
     def write(self, run_dir: str | Path) -> Path:
-        """``results.json`` atomically (a temporary file, then a rename)."""
+        """``results.json`` atomically (a temporary file, then a rename); never over another identity's record."""
+        check_no_other_record(run_dir, self.config_hash)
         target = Path(run_dir) / RECORD_NAME
         write_json_atomic(target, self.to_json())
         return target
+
+
+class OtherRecordError(ConfigError):
+    """A run directory holds the record of another config."""
+
+
+def check_no_other_record(run_dir: str | Path, digest: str) -> None:
+    """Refuse a run directory whose ``results.json`` belongs to another identity: writing there would replace
+    that config's record and masks with this one's."""
+    path = Path(run_dir) / RECORD_NAME
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text()).get("config_hash")
+    except (OSError, json.JSONDecodeError):
+        recorded = None
+    if recorded != digest:
+        raise OtherRecordError(
+            f"{path} is the record of another config (config_hash {recorded}, this run's {digest}); it would be "
+            "overwritten: choose another run directory (hydra.run.dir=...) or move that one away")

@@ -1,32 +1,31 @@
-"""Resumable sweeps: a job whose run identity already has a record in the sweep is skipped, a job
-claims its config while it runs, so two jobs of one sweep never produce the same record, and a record
-of the same identity in an earlier sweep (``reuse_from``) can stand in for a new run."""
+"""Resumable sweeps: a job whose run identity already has a record in the sweep is skipped, and a record
+of the same identity in an earlier sweep (``reuse_from``) can stand in for a new run. Either only when the
+record was made with the same library versions and symprune code, or when the user accepts the difference
+(``reuse_accept_env=true``): otherwise the job is refused before any work, naming what differs."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-import os
 import shutil
-import socket
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Sequence
 
 from symprune.model.masks import MASKS_NAME
-from symprune.run.identity import config_hash
+from symprune.errors import ConfigError
+from symprune.run.identity import config_hash, environment_differences
 from symprune.run.record import RECORD_NAME, RunRecord
 
 log = logging.getLogger("symprune")
-CLAIMS_DIR = ".claims"
 _reported_without_identity: set[str] = set()
 
 
-def find_record(directory: str | Path, digest: str) -> Path | None:
-    """A complete run record of the same identity anywhere under the directory. Records written before
+def find_records(directory: str | Path, digest: str) -> list[Path]:
+    """The complete run records of the same identity anywhere under the directory. Records written before
     run identities existed (schema 1) cannot be matched: they are counted and reported, never reused."""
-    without_identity = 0
+    without_identity, found = 0, []
     for path in sorted(Path(directory).rglob(RECORD_NAME)):
         try:
             identity = json.loads(path.read_text()).get("identity")
@@ -35,11 +34,39 @@ def find_record(directory: str | Path, digest: str) -> Path | None:
         if identity is None:
             without_identity += 1
         elif config_hash(identity) == digest:
-            return path
+            found.append(path)
     if without_identity and str(directory) not in _reported_without_identity:
         _reported_without_identity.add(str(directory))
         log.info("%d run records under %s were written before run identities (by an earlier version of symprune): "
                  "what produced them is not known exactly, so they are not reused", without_identity, directory)
+    return found
+
+
+@dataclass(frozen=True)
+class Found:
+    path: Path
+    in_sweep: bool  # the sweep's own record (skip the job) rather than an earlier sweep's (copy it)
+
+
+def reusable_record(sweep_dir: str | Path, reuse_from: Sequence[str], digest: str, versions: dict[str, Any],
+                    accept_env: bool) -> Found | None:
+    """The record that stands for a job: the sweep's own, else one of ``reuse_from``'s, of the same identity
+    and made with the same software (``versions``: this run's), or with other software when ``accept_env``.
+    A record of the same identity made with other software, not accepted, is a ``ConfigError``."""
+    places = [(sweep_dir, True), *((directory, False) for directory in reuse_from)]
+    candidates = [Found(path, in_sweep) for directory, in_sweep in places for path in find_records(directory, digest)]
+    differing = []
+    for candidate in candidates:
+        differences = environment_differences(RunRecord.read(candidate.path).versions, versions)
+        if not differences or accept_env:
+            return candidate
+        differing.append((candidate.path, differences))
+    if differing:
+        path, differences = differing[0]
+        raise ConfigError(
+            f"the run record of this config at {path} was made with other software ({'; '.join(differences)}); "
+            "its numbers may differ from this version's. Set reuse_accept_env=true to reuse it anyway, or rerun: "
+            "move that record away (or resume=false / another sweep directory for the sweep's own records)")
     return None
 
 
@@ -51,45 +78,3 @@ def reused_record(earlier: Path, job: dict[str, Any], run_dir: str | Path) -> Ru
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(earlier.parent / data.masks_file, Path(run_dir) / MASKS_NAME)
     return dataclasses.replace(data, **job, reused_from=str(earlier))
-
-
-def _holder_alive(claim: Path) -> bool:
-    try:
-        host, pid = claim.read_text().split()
-    except (OSError, ValueError):
-        return False  # a claim being written, or garbage: treat as stale
-    if host != socket.gethostname():
-        return True  # another machine's job (e.g. SLURM): trust it; delete .claims/ after a crashed cluster job
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def claim(sweep_dir: str | Path, digest: str) -> Iterator[bool]:
-    """Yields True while this process exclusively holds the config, False if a live job holds it.
-    A claim left by a killed job on this machine is taken over."""
-    claims = Path(sweep_dir) / CLAIMS_DIR
-    claims.mkdir(parents=True, exist_ok=True)
-    path = claims / digest
-    for _ in range(2):
-        try:
-            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            if _holder_alive(path):
-                yield False
-                return
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(handle, "w") as stream:
-            stream.write(f"{socket.gethostname()} {os.getpid()}")
-        try:
-            yield True
-        finally:
-            path.unlink(missing_ok=True)
-        return
-    yield False

@@ -217,9 +217,10 @@ def _method_summary(method: PruningMethod) -> str:
 
 
 def _dense_key(plan: Plan, **evaluation: Any) -> dict[str, Any]:
-    """What determines a dense result besides the evaluation itself: the weights, dtype, device, software."""
+    """What determines a dense result besides the evaluation itself: the weights, dtype, device and its numerics,
+    software."""
     return {"model": plan.identity["model"], "dtype": plan.settings.model.dtype, "device": plan.device.type,
-            **evaluation, "versions": software_versions()}
+            "numerics": plan.identity["numerics"], **evaluation, "versions": software_versions()}
 
 
 def _dense_perplexities(plan: Plan, model, streams: dict, provenance: dict, progress: bool, tokenizer):

@@ -2,6 +2,11 @@
 
 - The sweep directory is derived from the sweep's own overrides (``outputs/multirun/sweep-<hash>``),
   so relaunching the same command finds the records of the jobs that finished and skips them.
+- Each job's directory is named by what it varies and its identity (``score-ria_sparsity-nm_2_4-<hash>``),
+  so one directory only ever holds one config: a relaunch with values added, removed or reordered
+  leaves every earlier record where it was.
+- An ``experiment=`` sweep refuses a checkout whose code or configs differ from its commit
+  (``allow_dirty=true`` runs it anyway; its records say so).
 - Before the first job runs, every job's config is composed and planned (the same checks as a
   single run, no weights loaded): a sweep with a bad job stops naming each one, or, with
   ``continue_on_error=true``, runs the others and reports the bad ones at the end.
@@ -18,6 +23,7 @@ import datetime
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -98,16 +104,43 @@ def swept(jobs: Sequence[Sequence[str]]) -> list[list[str]]:
 
 
 def check_jobs(jobs: Sequence[Sequence[str]], compose: Callable[[list[str]], DictConfig],
-               plan: Callable[[DictConfig], Any]) -> list[BadJob]:
-    """Compose and plan every job; the ones whose config or plan fails, with the reason."""
-    bad = []
+               plan: Callable[[DictConfig], Any], check: Callable[[Any], None] = lambda planned: None,
+               ) -> tuple[list[BadJob], dict[int, Any]]:
+    """Compose and plan every job, then ``check`` its plan; the jobs whose config, plan or check fails, with the
+    reason, and the plans of the others by job number."""
+    bad, plans = [], {}
     for number, (overrides, label) in enumerate(zip(jobs, swept(jobs))):
         try:
-            plan(task_config(compose(list(overrides))))
+            plans[number] = plan(task_config(compose(list(overrides))))
+            check(plans[number])
         except (ConfigError, HydraException) as error:
+            plans.pop(number, None)
             reason = str(error).splitlines()[0] if isinstance(error, HydraException) else str(error)
             bad.append(BadJob(number, label, reason))
-    return bad
+    return bad, plans
+
+
+def job_directory(label: Sequence[str], digest: str) -> str:
+    """A job's directory name in its sweep: its values of the swept keys, readable, then 12 hex digits of its
+    identity hash (``score-ria_sparsity-nm_2_4-0123456789ab``)."""
+    readable = "_".join(override.replace("=", "-", 1) for override in label)
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "_", readable).strip("_.")[:96]
+    return f"{readable}-{digest[:12]}" if readable else digest[:12]
+
+
+def is_experiment_sweep(overrides: Sequence[str]) -> bool:
+    return any(override.split("=", 1)[0].lstrip("+~") == "experiment" for override in overrides)
+
+
+def check_clean_checkout(state: dict[str, Any]) -> None:
+    """An experiment sweep's records must name one code state: refuse a checkout whose code or configs differ
+    from its commit."""
+    if state.get("dirty"):
+        raise ConfigError(
+            f"symprune/, conf/ or hydra_plugins/ differ from commit {str(state.get('commit'))[:12]} (diff "
+            f"{str(state.get('diff_sha256'))[:12]}): an experiment sweep's records would not name the code that made "
+            "them. Commit the changes, or add allow_dirty=true (the records are then marked modified, with the diff's "
+            "hash)")
 
 
 def contiguous_runs(numbers: Sequence[int], max_size: int | None) -> list[list[int]]:
