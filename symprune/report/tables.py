@@ -207,7 +207,7 @@ class MixedProvenanceError(ConfigError):
 
 def check_single_origin(tables: Sequence[tuple[str, Table]]) -> None:
     """Refuse tables whose cells mix (code state, environment) combinations, naming each and its combinations."""
-    mixed = [(name, table.provenance()) for name, table in tables if len(table.provenance()) > 1]
+    mixed = [(name, legend) for name, table in tables if len(legend := table.provenance()) > 1]
     if mixed:
         raise MixedProvenanceError("\n".join(
             f"--strict: table {name} mixes {len(legend)} combinations of code state and environment: "
