@@ -17,14 +17,11 @@ from conftest import compose_run
 from symprune import data
 from symprune.prune.method import build_method
 from symprune.prune.patterns.nm import nm_mask
-from symprune.prune.patterns.permutation import (
-    channel_permutation,
-    heuristic_reallocation,
-    ordered_total,
-    retained_score,
-)
+from symprune.prune.allocation.owl import outlier_ratio
+from symprune.prune.patterns.permutation import channel_permutation, heuristic_reallocation, retained_score
 from symprune.prune.patterns.unstructured import prune_per_layer, prune_per_row
 from symprune.prune.stats import STATISTICS, LayerStats, StatsAccumulator
+from symprune.prune.totals import ordered_total
 
 THREADS = (1, 2, 4)
 
@@ -94,6 +91,21 @@ def test_ordered_total_is_the_sum_under_any_thread_count():
         assert float(totals[0]) == pytest.approx(math.fsum(values.double().tolist()), rel=1e-13, abs=0)
     matrix = torch.rand(300, 7, 5, generator=generator)
     assert ordered_total(matrix).equal(ordered_total(matrix.flatten()))
+
+
+def test_owl_outlier_ratio_is_the_same_under_any_thread_count_and_counts_above_m_times_the_exact_mean():
+    """OWL's threshold is M × the mean of a block's scores; the mean is a total over millions of entries."""
+    generator = torch.Generator().manual_seed(0)
+    scores = [torch.rand(rows, 576, generator=generator) ** 4 * 10.0 ** torch.randint(-3, 3, (rows, 576),
+                                                                                       generator=generator)
+              for rows in (576, 1536, 192)]
+    for M in (3.0, 5.0):
+        ratios = under_each_thread_count(lambda: outlier_ratio(scores, M))
+        assert len(set(ratios)) == 1
+        count = sum(score.numel() for score in scores)
+        mean = math.fsum(value for score in scores for value in score.double().flatten().tolist()) / count
+        outliers = sum(int((score > mean * M).sum()) for score in scores)
+        assert ratios[0] == pytest.approx(100.0 * outliers / count, abs=1e-12) and 0 < outliers < count
 
 
 @pytest.mark.parametrize("seed", [0, 1, 3])

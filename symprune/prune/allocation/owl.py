@@ -14,6 +14,7 @@ import torch
 
 from symprune.errors import ConfigError
 from symprune.prune.allocation import ALLOCATIONS, Layout, shift_to_target, unit_range
+from symprune.prune.totals import ordered_total
 
 
 @dataclass
@@ -31,7 +32,7 @@ class OWLParams:
 def outlier_ratio(scores: list[torch.Tensor], M: float) -> float:
     """100 × the share of all entries of ``scores`` above M × their mean."""
     count = sum(score.numel() for score in scores)
-    mean = sum(float(score.detach().sum(dtype=torch.float64)) for score in scores) / count
+    mean = float(sum(ordered_total(score.detach()) for score in scores)) / count  # same bits under any thread count
     outliers = sum(int((score.detach() > mean * M).sum()) for score in scores)  # no concatenated copy
     return 100.0 * outliers / count
 

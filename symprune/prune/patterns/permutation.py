@@ -17,23 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from symprune.prune.totals import ordered_total
+
 GAIN_CHUNK_ELEMENTS = 2**25  # bounds the memory of one row chunk of the assignment gains
-TOTAL_CHUNK = 1024  # entries summed by one output of ordered_total's first reduction (below torch's parallel grain)
-
-
-def ordered_total(values: torch.Tensor) -> torch.Tensor:
-    """The sum of every entry, in float64, in an order that does not depend on the thread count.
-
-    torch sums a large tensor to one number in one partial sum per thread, so the total's last bits
-    follow the thread count. Here consecutive chunks of TOTAL_CHUNK entries are summed first (a
-    reduction with several outputs is split between threads by output, each output summed by one
-    thread; a single chunk is too small to be split at all), and the chunk sums are then added one
-    after another (a cumulative sum along one axis is sequential).
-    """
-    flat = values.reshape(-1).double()
-    whole = flat.numel() - flat.numel() % TOTAL_CHUNK
-    chunks = flat[:whole].reshape(-1, TOTAL_CHUNK).sum(dim=1)
-    return torch.cat([chunks, flat[whole:].sum().reshape(1)]).cumsum(0)[-1]
 
 
 def retained_score(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:

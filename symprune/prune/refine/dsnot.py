@@ -23,6 +23,7 @@ from symprune.prune.refine import REFINEMENTS
 from symprune.prune.scores.wanda import wanda
 from symprune.prune.stats import LayerStats
 from symprune.prune.targets import Targets
+from symprune.prune.totals import ordered_total
 
 ATTENTION = r"(?i)(^|\.)[^.]*(attn|attention)[^.]*(\.|$)"  # a module path component naming attention
 SUBLAYER_SELECTIONS = {"attention": Targets((ATTENTION,)), "mlp": Targets(ignore=(ATTENTION,)), "all": Targets()}
@@ -240,7 +241,7 @@ def refine_layer(
     if not is_selected(layer, settings.sublayers):
         return pruned, {"refined": 0, "cycles": 0, "swaps": 0, "active_rows": 0, "error_grew": 0}
     contributions = contribution(weight, stats)
-    before = float(reconstruction_error(contributions, pruned).abs().sum())
+    before = float(ordered_total(reconstruction_error(contributions, pruned).abs()))
     nm = contract.block is not None
     refined, counts = swap_cycles(
         pruned, contributions, rankings(weight, contributions, scores, stats, nm),
@@ -249,7 +250,7 @@ def refine_layer(
         same_sign=nm if settings.same_sign is None else settings.same_sign,
         max_cycles=settings.max_cycles,
     )
-    after = float(reconstruction_error(contributions, refined).abs().sum())
+    after = float(ordered_total(reconstruction_error(contributions, refined).abs()))
     return refined, {"refined": 1, **counts, "abs_error_before": before, "abs_error_after": after,
                      "error_grew": int(after > before)}
 
