@@ -149,6 +149,18 @@ def test_pivot_command_with_override_labels_and_baseline(tmp_path, capsys):
     )
 
 
+def test_the_dense_row_shows_the_newest_records_value_and_notes_a_disagreement(tmp_path):
+    records = [Record(str(tmp_path / name), data) for name, data in (
+        ("new", record("ria", "nm_2_4", 60.0, dense=29.25, finished=3.0)),
+        ("old", record("wanda", "nm_2_4", 61.0, dense=29.5, finished=1.0)),
+        ("unstructured", record("wanda", "unstructured", 40.0, dense=29.25, finished=2.0)))]
+    table = build_table(records, {"rows": ["score"], "columns": ["sparsity"], "metric": "metrics.perplexity.wikitext2.pruned",
+                                  "baseline": "metrics.perplexity.wikitext2.dense"})
+    assert table.cells["dense", "nm_2_4"] == 29.25 and table.cells["dense", "unstructured"] == 29.25
+    assert table.notes == [f"dense values of column nm_2_4 differ between records (29.25, 29.5): the newest, "
+                           f"{tmp_path / 'new'}, is shown"]
+
+
 def csv_rows(text):
     """A generated CSV's rows as dicts by header, its comment lines left out (as a reader would)."""
     return list(csv.DictReader(io.StringIO("".join(line for line in text.splitlines(True) if not line.startswith("#")))))

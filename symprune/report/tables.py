@@ -306,9 +306,13 @@ def build_table(records: Sequence[Record], spec: dict[str, Any], title: str = ""
     origins = {cell: aggregate.origins for cell, aggregate in measured.items()}
     if spec.get("baseline"):
         baseline: dict[str, tuple[Any, Record]] = {}
-        for record in records:
+        seen: dict[str, set[Any]] = {}
+        for record in sorted(records, key=lambda r: r.finished):  # the newest record's value is shown
             for column, value in metric_values(record, columns, spec["baseline"]):
-                baseline.setdefault(column, (value, record))
+                baseline[column] = (value, record)
+                seen.setdefault(column, set()).add(value)
+        notes += [f"dense values of column {column} differ between records ({', '.join(map(str, sorted(values)))}): "
+                  f"the newest, {baseline[column][1].source}, is shown" for column, values in seen.items() if len(values) > 1]
         if baseline:  # a dense value comes from the record it is read from
             row_labels.insert(0, "dense")
             for column, (value, record) in baseline.items():
