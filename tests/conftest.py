@@ -167,6 +167,49 @@ def smollm2():
     return load_model(source, "float32"), load_tokenizer(source)
 
 
+def reference_nm_selection(metric: torch.Tensor, prune_n: int, prune_m: int) -> torch.Tensor:
+    """The N:M selection of the references (Wanda's prune_wanda and prune_magnitude, RIA's prune_ria, SparseGPT's
+    per-M-column rule), written as they write it: the prune_n lowest of every M columns by torch.topk."""
+    mask = torch.zeros_like(metric) == 1
+    for ii in range(metric.shape[1]):
+        if ii % prune_m == 0:
+            tmp = metric[:, ii:(ii + prune_m)].float()
+            mask.scatter_(1, ii + torch.topk(tmp, prune_n, dim=1, largest=False)[1], True)
+    return mask
+
+
+@pytest.fixture(scope="session")
+def real_layers(smollm2, assets):
+    """Inputs and outputs of four linear layers of SmolLM2's blocks 0 and 5 on 2 calibration sequences of 256
+    tokens (one thread), with their weights: dequantised 4-bit weights, many exact ties in |W|."""
+    from symprune import data
+
+    model, tokenizer = smollm2
+    calibration, _ = data.calibration_ids("wikitext2", tokenizer, assets=str(assets), nsamples=2, seqlen=256, seed=0)
+    wanted = {f"model.layers.{block}.{name}" for block in (0, 5)
+              for name in ("self_attn.q_proj", "self_attn.o_proj", "mlp.up_proj", "mlp.down_proj")}
+    seen = {}
+
+    def keep(name, args, output):
+        seen.setdefault(name, []).append((args[0].detach().clone(), output.detach().clone()))
+
+    handles = [module.register_forward_hook(lambda module, args, output, name=name: keep(name, args, output))
+               for name, module in model.named_modules() if name in wanted]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            for sequence in calibration:
+                model(sequence.unsqueeze(0), use_cache=False)
+    finally:
+        torch.set_num_threads(threads)
+        for handle in handles:
+            handle.remove()
+    layers = dict(model.named_modules())
+    return {name: (torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs]), layers[name].weight.detach())
+            for name, pairs in seen.items()}
+
+
 @pytest.fixture(scope="session")
 def gemma3():
     """The real Gemma-3-270M, its tokenizer and the directory of its assembled GGUF file, loaded once per

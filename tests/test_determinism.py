@@ -12,12 +12,11 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from conftest import compose_run
+from conftest import compose_run, reference_nm_selection
 
-from symprune import data
+from symprune.prune.allocation.owl import outlier_ratio
 from symprune.prune.method import build_method
 from symprune.prune.patterns.nm import nm_mask
-from symprune.prune.allocation.owl import outlier_ratio
 from symprune.prune.patterns.permutation import channel_permutation, heuristic_reallocation, retained_score
 from symprune.prune.patterns.unstructured import prune_per_layer, prune_per_row
 from symprune.prune.stats import STATISTICS, LayerStats, StatsAccumulator
@@ -149,13 +148,14 @@ def tied(shape, levels: int, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("levels", [2, 5, 64])
 def test_selection_with_exact_ties_is_the_same_under_any_thread_count_and_follows_its_rule(levels):
     """Per row: the int(d_in·ratio) lowest, ties to the lower column; per layer: every score ≤ sorted[k];
-    N:M: the N lowest of each block, ties to the lower column. Large enough that torch splits the work
-    between threads."""
+    N:M: the N lowest of each block, ties to the lower column (stable) or as the references' per-block topk.
+    Large enough that torch splits the work between threads."""
     scores = tied((1536, 576), levels, seed=levels)
     results = under_each_thread_count(lambda: (prune_per_row(scores, 0.5), prune_per_layer(scores, 0.5),
+                                               nm_mask(scores, 2, 4, "stable"), nm_mask(scores, 4, 8, "stable"),
                                                nm_mask(scores, 2, 4), nm_mask(scores, 4, 8)))
     assert all_equal(results)
-    per_row, per_layer, two_four, four_eight = results[0]
+    per_row, per_layer, two_four, four_eight, two_four_topk, four_eight_topk = results[0]
     stable = torch.sort(scores, dim=1, stable=True).indices[:, :288]
     assert per_row.equal(torch.zeros_like(per_row).scatter_(1, stable, True))
     assert per_layer.equal(scores <= torch.sort(scores.flatten()).values[int(scores.numel() * 0.5)])
@@ -163,36 +163,11 @@ def test_selection_with_exact_ties_is_the_same_under_any_thread_count_and_follow
         blocks = scores.reshape(1536, -1, m)
         lowest = torch.sort(blocks, dim=-1, stable=True).indices[..., :n]
         assert mask.equal(torch.zeros_like(blocks, dtype=torch.bool).scatter_(-1, lowest, True).reshape(1536, 576))
+    assert two_four_topk.equal(reference_nm_selection(scores, 2, 4))
+    assert four_eight_topk.equal(reference_nm_selection(scores, 4, 8))
 
 
-# The real model: its layers' inputs and weights (dequantised 4-bit weights: many exact ties in |W|).
-
-@pytest.fixture(scope="module")
-def real_layers(smollm2, assets):
-    """Inputs and outputs of the linear layers of SmolLM2's blocks 0 and 5 on 2 calibration sequences of 256
-    tokens, with their weights."""
-    model, tokenizer = smollm2
-    calibration, _ = data.calibration_ids("wikitext2", tokenizer, assets=str(assets), nsamples=2, seqlen=256, seed=0)
-    wanted = {f"model.layers.{block}.{name}" for block in (0, 5)
-              for name in ("self_attn.q_proj", "self_attn.o_proj", "mlp.up_proj", "mlp.down_proj")}
-    seen = {}
-
-    def keep(name, args, output):
-        seen.setdefault(name, []).append((args[0].detach().clone(), output.detach().clone()))
-
-    handles = [module.register_forward_hook(lambda module, args, output, name=name: keep(name, args, output))
-               for name, module in model.named_modules() if name in wanted]
-    try:
-        with torch.inference_mode(), threads(1):
-            for sequence in calibration:
-                model(sequence.unsqueeze(0), use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-    layers = dict(model.named_modules())
-    return {name: (torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs]), layers[name].weight.detach())
-            for name, pairs in seen.items()}
-
+# The real model (conftest's real_layers: dequantised 4-bit weights, many exact ties in |W|).
 
 @pytest.mark.real_model
 def test_statistics_of_real_inputs_are_the_same_under_any_thread_count(real_layers):

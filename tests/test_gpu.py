@@ -20,7 +20,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import REPO, TINY_VOCAB, compose_run, tiny_model
+from conftest import REPO, TINY_VOCAB, compose_run, reference_nm_selection, tiny_model
 from test_placement import calibration
 from transformers import AutoModelForCausalLM
 
@@ -33,6 +33,8 @@ from symprune.model.structure import find_blocks, find_linears, weight_matrix
 from symprune.model.synthetic import synthetic_model
 from symprune.prune.driver import prune_model
 from symprune.prune.method import build_method
+from symprune.prune.patterns.nm import nm_mask
+from symprune.prune.scores.symwanda import sampled_sums
 from symprune.prune.stats import StatsAccumulator
 
 REQUIRE_GPU = "SYMPRUNE_REQUIRE_GPU"
@@ -89,6 +91,7 @@ MASK_METHODS = {
     "ria": ("score=ria",),
     "wanda_2_4": ("score=wanda", "sparsity=nm_2_4"),
     "ria_4_8": ("score=ria", "sparsity=nm_4_8"),
+    "stochria": ("score=stochria",),  # its random subsets are drawn on the CPU: the same on every device
 }
 
 
@@ -115,6 +118,29 @@ BFLOAT16_METHODS = {
     "dsnot": ("score=wanda", "refine=dsnot"),
     "r2dsnot": ("score=wanda", "refine=r2dsnot"),
 }
+
+
+@pytest.mark.parametrize("replacement", [False, True])
+def test_stochria_draws_the_same_subsets_on_every_device(device, replacement):
+    """|W| = 2^i along each summed line: a sum spells out which entries (and how often) its subset drew."""
+    powers = 2.0 ** torch.arange(20, dtype=torch.float32)
+    for dim, magnitude in ((0, powers.reshape(-1, 1).repeat(1, 24)), (1, powers.repeat(24, 1))):
+        sums = [sampled_sums(magnitude.to(where), dim, 0.3, replacement, torch.Generator().manual_seed(5)).cpu()
+                for where in (CPU, device)]
+        assert sums[0].equal(sums[1])
+        assert len(set(sums[0].tolist())) > 1  # different lines draw different subsets
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8)])
+def test_nm_ties_on_the_device_are_the_references_topk_call(device, n, m, record_property):
+    """N:M's default tie rule is the references' torch.topk per block of M columns on the device it runs on:
+    equal to their call there, ties included. How many entries CUDA's choice differs from the CPU's is recorded."""
+    generator = torch.Generator().manual_seed(n * m)
+    scores = torch.randint(0, 3, (256, 64 * m), generator=generator).float()  # ties in nearly every block
+    on_device = scores.to(device)
+    pruned = nm_mask(on_device, n, m)
+    assert pruned.equal(reference_nm_selection(on_device, n, m))
+    record_property("entries_differing_from_the_cpu_choice", int((pruned.cpu() != nm_mask(scores, n, m)).sum()))
 
 
 @pytest.mark.parametrize("pattern", ["unstructured", "nm_2_4"])

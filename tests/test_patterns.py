@@ -57,14 +57,15 @@ def test_unstructured_dispatch_and_unresolved_group():
         unstructured(SCORES, 0.5, "auto")
 
 
-def test_nm_hand_computed():
+def test_nm_hand_computed_with_stable_ties():
+    """The stable rule; the default (the references' topk order) is checked in test_nm_ties.py."""
     scores = torch.tensor([[4.0, 3.0, 2.0, 1.0, 1.0, 1.0, 2.0, 2.0], [5.0, 5.0, 5.0, 5.0, 0.0, 9.0, 8.0, 7.0]])
     # 2:4 — block (5,5,5,5) is all ties: the two lowest column indices go
-    assert nm(scores, 2, 4).tolist() == [[F, F, T, T, T, T, F, F], [T, T, F, F, T, F, F, T]]
+    assert nm(scores, 2, 4, "stable").tolist() == [[F, F, T, T, T, T, F, F], [T, T, F, F, T, F, F, T]]
     # 1:4 zeroes one weight of four (the references' convention counts pruned weights)
-    assert nm(scores, 1, 4).tolist() == [[F, F, F, T, T, F, F, F], [T, F, F, F, T, F, F, F]]
+    assert nm(scores, 1, 4, "stable").tolist() == [[F, F, F, T, T, F, F, F], [T, F, F, F, T, F, F, F]]
     # 4:8: row 1 keeps 9, 8, 7 and the last of its tied 5s
-    assert nm(scores, 4, 8).tolist() == [[F, F, T, T, T, T, F, F], [T, T, T, F, T, F, F, F]]
+    assert nm(scores, 4, 8, "stable").tolist() == [[F, F, T, T, T, T, F, F], [T, T, T, F, T, F, F, F]]
 
 
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4), (3, 4), (1, 2), (7, 16)])

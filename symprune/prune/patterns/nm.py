@@ -18,6 +18,7 @@ from symprune.prune.patterns.contract import Contract
 from symprune.prune.patterns.permutation import channel_permutation
 
 PERMUTATIONS = ("none", "heuristic", "lsa")  # lsa: heuristic reallocation, then linear-sum assignment
+TIE_RULES = ("topk", "stable")  # topk: the references' torch.topk(largest=False) per block; stable: lower column first
 
 CONVENTION = (
     "N counts the pruned weights in every block of M consecutive input columns "
@@ -30,10 +31,13 @@ class NMParams:
     n: int = 2
     m: int = 4
     permutation: str = "none"
+    ties: str = "topk"  # which of a block's equal scores are pruned: see nm_mask
 
     def __post_init__(self):
         if self.permutation not in PERMUTATIONS:
             raise ConfigError(f"unknown N:M permutation '{self.permutation}'; valid: {', '.join(PERMUTATIONS)}")
+        if self.ties not in TIE_RULES:
+            raise ConfigError(f"unknown N:M tie rule sparsity.ties='{self.ties}'; valid: {', '.join(TIE_RULES)}")
         if self.n <= 0 or self.m <= 0:
             raise ConfigError(f"N:M needs positive N and M, got n={self.n}, m={self.m}")
         if self.n >= self.m:
@@ -45,7 +49,7 @@ class NMParams:
 
     @property
     def contract(self) -> Contract:
-        return Contract(ratio=self.n / self.m, block=self.m, pruned_per_block=self.n)
+        return Contract(ratio=self.n / self.m, block=self.m, pruned_per_block=self.n, ties=self.ties)
 
     @property
     def permutes(self) -> bool:
@@ -65,16 +69,26 @@ class NMParams:
             )
 
 
-def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """In every row and every block of m consecutive columns zero the n lowest scores (stable ties)."""
+def nm_mask(scores: torch.Tensor, n: int, m: int, ties: str = "topk") -> torch.Tensor:
+    """In every row and every block of m consecutive columns zero the n lowest scores.
+
+    Where a block's n-th and (n+1)-th lowest scores are equal, ``ties`` decides which go: ``topk`` picks
+    as the references do (``torch.topk(block, n, largest=False)`` per block of M columns: Wanda's, RIA's,
+    magnitude's and SparseGPT's N:M selection), whose order among equal scores is that of torch's
+    selection algorithm on the device it runs on (on the CPU it often prunes the higher column);
+    ``stable`` prunes the lower column first, the same on every device.
+    """
     rows, cols = scores.shape
     blocks = scores.reshape(rows, cols // m, m)
-    order = torch.argsort(blocks, dim=-1, stable=True)[..., :n]
-    pruned = torch.zeros_like(blocks, dtype=torch.bool).scatter_(-1, order, True)
+    if ties == "topk":
+        lowest = torch.topk(blocks.float(), n, dim=-1, largest=False).indices
+    else:
+        lowest = torch.argsort(blocks, dim=-1, stable=True)[..., :n]
+    pruned = torch.zeros_like(blocks, dtype=torch.bool).scatter_(-1, lowest, True)
     return pruned.reshape(rows, cols)
 
 
 @PATTERNS.register("nm", params=NMParams)
-def nm(scores: torch.Tensor, n: int, m: int, permutation: str) -> torch.Tensor:
+def nm(scores: torch.Tensor, n: int, m: int, permutation: str, ties: str) -> torch.Tensor:
     """The N:M mask of scores given in the pattern's column order (the method applies ``column_order``)."""
-    return nm_mask(scores, n, m)
+    return nm_mask(scores, n, m, ties)

@@ -17,6 +17,7 @@ import torch
 
 from symprune.errors import ConfigError
 from symprune.prune.patterns.contract import Contract
+from symprune.prune.patterns.nm import nm_mask
 from symprune.prune.scores import SCORES
 from symprune.prune.stats import LayerStats
 
@@ -88,7 +89,7 @@ def sparsegpt(weight: torch.Tensor, stats: LayerStats, contract: Contract, block
         for i in range(end - start):
             if fixed is None and nm and i % m == 0:
                 saliency = block[:, i : i + m] ** 2 / inverse_diag[i : i + m].reshape(1, -1) ** 2
-                mask[:, i : i + m].scatter_(1, torch.topk(saliency, n, dim=1, largest=False)[1], True)
+                mask[:, i : i + m] = nm_mask(saliency, n, m, contract.ties)
             column = block[:, i]
             quantized = column.masked_fill(mask[:, i], 0)
             error = (column - quantized) / U_block[i, i]

@@ -75,8 +75,9 @@ def _required_stats(params: SymWandaParams) -> frozenset[str]:
     return frozenset(needed)
 
 
-def _layer_generator(seed: int, layer: str, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + zlib.crc32(layer.encode())) % 2**62)
+def _layer_generator(seed: int, layer: str) -> torch.Generator:
+    """A CPU generator, whatever the weight's device: the same seed draws the same subsets on every device."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(layer.encode())) % 2**62)
 
 
 def sampled_sums(
@@ -85,12 +86,13 @@ def sampled_sums(
     """Σ |W| over ⌈β·length⌉ random entries of every column (dim 0) or row (dim 1), one subset each.
 
     The subset is a 0/1 (or, with replacement, a count) matrix multiplied into |W| before
-    an ordinary sum, so β = 1 without replacement reproduces the full sum bit for bit.
+    an ordinary sum, so β = 1 without replacement reproduces the full sum bit for bit. The subsets are drawn
+    on the CPU (``generator`` is a CPU generator) and moved to the weight's device.
     """
     lines = magnitude.t() if dim == 0 else magnitude  # one line per column (dim 0) or row (dim 1)
     draws = max(1, math.ceil(beta * lines.shape[1]))
-    weights = torch.ones(lines.shape, device=magnitude.device)
-    picked = torch.multinomial(weights, draws, replacement=replacement, generator=generator)
+    weights = torch.ones(lines.shape)
+    picked = torch.multinomial(weights, draws, replacement=replacement, generator=generator).to(magnitude.device)
     counts = torch.zeros_like(lines).scatter_add_(1, picked, torch.ones_like(picked, dtype=lines.dtype))
     return torch.sum(magnitude * (counts.t() if dim == 0 else counts), dim=dim)
 
@@ -109,7 +111,7 @@ def _side(magnitude, weight, stats: LayerStats, kind: str, dim: int, params: Sym
         return magnitude * weight_lp_norm(weight, 2, dim).reshape(shape)
     if kind == "inv_lp":
         return magnitude / weight_lp_norm(weight, params.p, dim).reshape(shape)
-    generator = _layer_generator(params.seed + dim, layer, weight.device)
+    generator = _layer_generator(params.seed + dim, layer)
     sums = sampled_sums(magnitude, dim, params.beta, params.replacement, generator)
     return magnitude / (sums / params.beta if params.rescale else sums).reshape(shape)
 
