@@ -161,6 +161,29 @@ def test_experts_without_calibration_tokens_are_pruned_by_magnitude_and_reported
                for e in set(range(8)) - set(unrouted))
 
 
+def test_owl_outlier_ratios_leave_out_the_experts_no_token_reached():
+    """OWL's block evidence is the outlier ratio of the block's Wanda scores; an expert without calibration tokens
+    has all-zero norms, and its zero scores would lower the block's mean and raise its ratio. Block 0's ratio is
+    computed by hand from the matrices that saw tokens."""
+    from symprune.prune.allocation.owl import outlier_ratio
+    from symprune.prune.driver import _dense_block_evidence
+    from symprune.prune.scores.wanda import wanda
+
+    model = tiny_architecture("mixtral", num_local_experts=8, num_experts_per_tok=1)
+    ids = calibration(samples=1, tokens=3)
+    stats = driver_stats(model, ids, 1)
+    block0 = find_matrices(find_blocks(model)[1][0])
+    reached = [wanda(block0[name].weight, stats[name]) for name in block0 if stats[name].n_tokens > 0]
+    everything = [wanda(block0[name].weight, stats[name]) for name in block0]
+    assert len(everything) - len(reached) >= 15  # at least five experts × three matrices without tokens
+    _, blocks = find_blocks(model)
+    with ActivationStore(Placement(CPU)) as store, torch.no_grad():
+        inputs = capture_block_inputs(model, blocks, ids, 1, store, progress=False)
+        ratios, _ = _dense_block_evidence(blocks, [find_matrices(block) for block in blocks],
+                                          lambda scores: outlier_ratio(scores, 5.0), inputs, frozenset(), Placement(CPU), False)
+    assert float(ratios[0]) == outlier_ratio(reached, 5.0) != outlier_ratio(everything, 5.0)
+
+
 @pytest.mark.parametrize("score, sparsity, refine, calibrated", [
     ("sparsegpt", {"pattern": "unstructured", "ratio": 0.5}, "none", True),
     ("wanda", {"pattern": "nm", "n": 2, "m": 4}, "none", True),

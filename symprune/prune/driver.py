@@ -349,7 +349,7 @@ def _dense_block_evidence(blocks, selected, measure, inputs: BlockInputs, wanted
             outputs = inputs.spare if index + 1 < len(blocks) else None  # the last block's outputs feed no block
             stats = collect_stats(block, matrices, inputs, needed, placement.block_device(block), outputs)
             scores = [wanda(matrix.weight, stats[name]) for name, matrix in matrices.items()
-                      if stats[name].sq_norm is not None]  # an expert no token reached has no statistics
+                      if stats[name].n_tokens > 0]  # an expert no token reached has no evidence (its norms are 0)
             if scores:
                 values[index] = measure(scores)
             if index == 0:
