@@ -25,6 +25,7 @@ PATTERNS = {
     "nm2:4": {"pattern": "nm", "n": 2, "m": 4},
     "nm4:8": {"pattern": "nm", "n": 4, "m": 8},
     "nm3:4": {"pattern": "nm", "n": 3, "m": 4},  # N > M - N: blocks can run out of prune candidates
+    "nm2:4-stable": {"pattern": "nm", "n": 2, "m": 4, "ties": "stable"},  # equal scores: the lower column first
 }
 DSNOT_OFF = {"reweight": "none", "alpha": 1.0, "gamma1": 0.0, "gamma2": 0.0}
 REFINEMENTS = {
@@ -445,13 +446,24 @@ def reference_dsnot(weight, first, stats, *, m=None, max_cycles=50, threshold=0.
 
 @pytest.mark.real_model
 @pytest.mark.parametrize("pattern", ["row60", "row70", "nm2:4", "nm4:8"])
-@pytest.mark.parametrize("score", ["wanda", "ria"])
+@pytest.mark.parametrize("score", ["wanda", "ria", "magnitude"])
 def test_real_block0_masks_equal_the_reference(real_block0, pattern, score):
     """At SmolLM2's widths the reference's defects never trigger: symprune's masks are the reference's."""
     for name, (weight, stats) in real_block0.items():
         first, refined, _, scores, _ = refine("dsnot", pattern, weight, stats, score, layer=name)
         m = PATTERNS[pattern].get("m")
         assert refined.equal(reference_dsnot(weight, first, stats, m=m, scores=scores)), name
+
+
+@pytest.mark.real_model
+def test_real_block0_stable_ties_prune_the_lower_column(real_block0):
+    """With sparsity.ties=stable, the N:M block's prune candidate among equal magnitudes is the lower column,
+    as the plain loop takes it (min over (score, column)); the reference's topk order gives another mask."""
+    name = "model.layers.0.self_attn.q_proj"
+    weight, stats = real_block0[name]
+    first, refined, _, scores, params = refine("dsnot", "nm2:4-stable", weight, stats, "magnitude", layer=name)
+    assert refined.equal(loop_refine(weight, first, scores, stats, 4, **params)[0])
+    assert not refined.equal(refine("dsnot", "nm2:4", weight, stats, "magnitude", layer=name)[1])
 
 
 @pytest.mark.parametrize("pattern", ["row60", "row70", "nm2:4", "nm4:8"])

@@ -142,21 +142,29 @@ class _TwoEndedLists:
 
 
 class _BlockPruner:
-    """N:M: in the grown weight's block, the least important weight kept by the first mask and still kept."""
+    """N:M: in the grown weight's block, the least important weight kept by the first mask and still kept.
 
-    def __init__(self, importance: torch.Tensor, initially_kept: torch.Tensor, m: int):
+    Among equally important candidates ``ties`` decides as the N:M pattern does: ``topk`` as the reference's
+    ``torch.topk(block, 1, largest=False)`` over the block with every other weight at +inf, ``stable`` the
+    lower column."""
+
+    def __init__(self, importance: torch.Tensor, initially_kept: torch.Tensor, m: int, ties: str):
         rows, cols = importance.shape
-        blocks = importance.reshape(rows, cols // m, m)
-        order = torch.argsort(blocks, dim=-1, stable=True)
+        self.importance = importance.float()
+        order = torch.argsort(importance.reshape(rows, cols // m, m), dim=-1, stable=True)
         self.rank = torch.empty_like(order).scatter_(-1, order, torch.arange(m, device=order.device).expand_as(order))
         self.rank = self.rank.reshape(rows, cols)
         self.initially_kept = initially_kept
         self.m = m
+        self.ties = ties
 
     def pick(self, grown: torch.Tensor, pruned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         start = grown - grown % self.m
         columns = start.unsqueeze(1) + torch.arange(self.m, device=grown.device)
         candidate = (self.initially_kept & ~pruned).gather(1, columns)
+        if self.ties == "topk":
+            values = self.importance.gather(1, columns).masked_fill(~candidate, float("inf"))
+            return start + torch.topk(values, 1, dim=1, largest=False).indices.squeeze(1), candidate.any(dim=1)
         key = torch.where(candidate, self.rank.gather(1, columns), self.m)
         return start + key.argmin(dim=1), candidate.any(dim=1)
 
@@ -167,11 +175,13 @@ def swap_cycles(
     rankings: Rankings,
     *,
     block_size: int | None,
+    ties: str,
     update_threshold: float,
     same_sign: bool,
     max_cycles: int,
 ) -> tuple[torch.Tensor, dict[str, int]]:
-    """DSnoT's grow/prune cycles on a first mask; ``block_size`` set: the N:M variant.
+    """DSnoT's grow/prune cycles on a first mask; ``block_size`` set: the N:M variant, choosing among equal
+    candidates by the pattern's tie rule ``ties``.
 
     A row stops for good the first time, at the start of a cycle, |e_i| <= update_threshold, the swap
     would flip e_i's sign (same-sign rule on), R²'s accept rule rejects the swap, or it has no candidate
@@ -186,7 +196,7 @@ def swap_cycles(
     if block_size is None:
         pruning = _TwoEndedLists(_sign_split_order(rankings.prune, contributions, kept_first), kept_first.sum(dim=1))
     else:
-        block_pruner = _BlockPruner(rankings.prune, kept_first, block_size)
+        block_pruner = _BlockPruner(rankings.prune, kept_first, block_size, ties)
 
     active = torch.ones_like(error, dtype=torch.bool)
     cycles = swaps = 0
@@ -246,6 +256,7 @@ def refine_layer(
     refined, counts = swap_cycles(
         pruned, contributions, rankings(weight, contributions, scores, stats, nm),
         block_size=contract.block,
+        ties=contract.ties,
         update_threshold=settings.update_threshold,
         same_sign=nm if settings.same_sign is None else settings.same_sign,
         max_cycles=settings.max_cycles,
