@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,17 @@ def smollm2():
     return load_model(source, "float32"), load_tokenizer(source)
 
 
+@contextmanager
+def threads(count: int):
+    """torch's intra-op thread count set to ``count`` inside the block."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def reference_nm_selection(metric: torch.Tensor, prune_n: int, prune_m: int) -> torch.Tensor:
     """The N:M selection of the references (Wanda's prune_wanda and prune_magnitude, RIA's prune_ria, SparseGPT's
     per-M-column rule), written as they write it: the prune_n lowest of every M columns by torch.topk."""
@@ -195,14 +207,11 @@ def real_layers(smollm2, assets):
 
     handles = [module.register_forward_hook(lambda module, args, output, name=name: keep(name, args, output))
                for name, module in model.named_modules() if name in wanted]
-    threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        with torch.inference_mode():
+        with torch.inference_mode(), threads(1):
             for sequence in calibration:
                 model(sequence.unsqueeze(0), use_cache=False)
     finally:
-        torch.set_num_threads(threads)
         for handle in handles:
             handle.remove()
     layers = dict(model.named_modules())

@@ -7,12 +7,11 @@ any count. Whatever symprune decides from a total must therefore sum it in a fix
 """
 
 import math
-from contextlib import contextmanager
 
 import pytest
 import torch
 
-from conftest import compose_run, reference_nm_selection
+from conftest import compose_run, reference_nm_selection, threads
 
 from symprune.prune.allocation.owl import outlier_ratio
 from symprune.prune.method import build_method
@@ -23,16 +22,6 @@ from symprune.prune.stats import STATISTICS, LayerStats, StatsAccumulator
 from symprune.prune.totals import ordered_total
 
 THREADS = (1, 2, 4)
-
-
-@contextmanager
-def threads(count: int):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def under_each_thread_count(compute):

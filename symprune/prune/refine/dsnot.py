@@ -19,6 +19,7 @@ import torch
 
 from symprune.errors import ConfigError
 from symprune.prune.patterns.contract import Contract
+from symprune.prune.patterns.nm import nm_mask
 from symprune.prune.refine import REFINEMENTS
 from symprune.prune.scores.wanda import wanda
 from symprune.prune.stats import LayerStats
@@ -144,16 +145,12 @@ class _TwoEndedLists:
 class _BlockPruner:
     """N:M: in the grown weight's block, the least important weight kept by the first mask and still kept.
 
-    Among equally important candidates ``ties`` decides as the N:M pattern does: ``topk`` as the reference's
-    ``torch.topk(block, 1, largest=False)`` over the block with every other weight at +inf, ``stable`` the
-    lower column."""
+    The candidate is the block's lowest importance with every other weight at +inf, chosen by the N:M
+    pattern's own selection (``nm_mask`` with one pruned of M) so equal importances follow the pattern's
+    tie rule: ``topk`` as the reference's ``torch.topk(block, 1, largest=False)``, ``stable`` the lower column."""
 
     def __init__(self, importance: torch.Tensor, initially_kept: torch.Tensor, m: int, ties: str):
-        rows, cols = importance.shape
-        self.importance = importance.float()
-        order = torch.argsort(importance.reshape(rows, cols // m, m), dim=-1, stable=True)
-        self.rank = torch.empty_like(order).scatter_(-1, order, torch.arange(m, device=order.device).expand_as(order))
-        self.rank = self.rank.reshape(rows, cols)
+        self.importance = importance
         self.initially_kept = initially_kept
         self.m = m
         self.ties = ties
@@ -162,11 +159,9 @@ class _BlockPruner:
         start = grown - grown % self.m
         columns = start.unsqueeze(1) + torch.arange(self.m, device=grown.device)
         candidate = (self.initially_kept & ~pruned).gather(1, columns)
-        if self.ties == "topk":
-            values = self.importance.gather(1, columns).masked_fill(~candidate, float("inf"))
-            return start + torch.topk(values, 1, dim=1, largest=False).indices.squeeze(1), candidate.any(dim=1)
-        key = torch.where(candidate, self.rank.gather(1, columns), self.m)
-        return start + key.argmin(dim=1), candidate.any(dim=1)
+        values = self.importance.gather(1, columns).masked_fill(~candidate, float("inf"))
+        lowest = nm_mask(values, 1, self.m, self.ties).to(torch.int8).argmax(dim=1)
+        return start + lowest, candidate.any(dim=1)
 
 
 def swap_cycles(
