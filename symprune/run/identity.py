@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import Any
 
 from symprune.config import RunConfig
+from symprune.prune.allocation import ALLOCATIONS
 
 # settings that change no number, or whose effect the identity records otherwise
 NOT_IN_IDENTITY = (
@@ -70,6 +71,9 @@ def environment_differences(record_versions: dict[str, Any], current_versions: d
 
 def config_hash(identity: dict[str, Any]) -> str:
     filled = _with_defaults(identity["config"], _schema_defaults(RunConfig))
+    allocation = filled.get("allocation")
+    if isinstance(allocation, dict) and allocation.get("name") in ALLOCATIONS.names():  # its options, as any setting's
+        filled["allocation"] = _with_defaults(allocation, _schema_defaults(ALLOCATIONS.schema(allocation["name"])))
     config = {key: value for key, value in filled.items() if key not in NOT_IN_IDENTITY}
     config["model"] = {key: value for key, value in filled["model"].items() if key not in MODEL_LOCATION_KEYS}
     complete = {**identity, "config": config}

@@ -6,7 +6,14 @@ pruned matrices together) above ``M`` × their mean, measured on the dense model
 Then, as the reference: k = 2λ·(D − min D)/(max D − min D), k ← k − mean(k) + (1 − target), and block l's
 sparsity is 1 − k_l. The mean is weighted by the blocks' sizes, which is the reference's plain mean when
 every block prunes as many weights (it always does there); equal outlier ratios give uniform sparsity.
+
+A high target with a wide λ can push a block's sparsity out of [0, 1). ``out_of_range=refuse`` (the default)
+stops the run before pruning; ``clip`` follows the reference, which prunes a block whose sparsity is ≤ 0 at
+0.01 instead (so the mean sparsity ends above the target; the run's report gives the achieved one). A
+sparsity ≥ 1 is refused either way: the reference would prune every weight of those blocks.
 """
+
+import logging
 
 from dataclasses import dataclass
 
@@ -16,17 +23,24 @@ from symprune.errors import ConfigError
 from symprune.prune.allocation import ALLOCATIONS, Layout, shift_to_target, unit_range
 from symprune.prune.totals import ordered_total
 
+log = logging.getLogger("symprune")
+OUT_OF_RANGE = ("refuse", "clip")
+REFERENCE_FLOOR = 0.01  # the reference's sparsity for a block whose allocated sparsity is <= 0
+
 
 @dataclass
 class OWLParams:
     M: float = 5.0  # a score is an outlier above M × the block's mean score (reference: Hyper_m)
     lam: float = 0.08  # λ: block sparsities span target ± λ (reference: Lamda)
+    out_of_range: str = "refuse"  # a block sparsity <= 0: refuse the run, or clip it to 0.01 as the reference does
 
     def __post_init__(self):
         if not self.M > 0:
             raise ConfigError(f"allocation.M={self.M} must be positive")
         if not 0.0 <= self.lam < 1.0:
             raise ConfigError(f"allocation.lam={self.lam} (λ) is outside [0, 1)")
+        if self.out_of_range not in OUT_OF_RANGE:
+            raise ConfigError(f"unknown allocation.out_of_range '{self.out_of_range}'; valid: {', '.join(OUT_OF_RANGE)}")
 
 
 def outlier_ratio(scores: list[torch.Tensor], M: float) -> float:
@@ -39,7 +53,15 @@ def outlier_ratio(scores: list[torch.Tensor], M: float) -> float:
 
 @ALLOCATIONS.register("owl", params=OWLParams,
                       block_evidence=lambda params: lambda scores: outlier_ratio(scores, params.M))
-def owl(layout: Layout, target: float, evidence: torch.Tensor, M: float, lam: float) -> torch.Tensor:
+def owl(layout: Layout, target: float, evidence: torch.Tensor, M: float, lam: float,
+        out_of_range: str) -> torch.Tensor:
     """``evidence``: per matrix, its block's outlier ratio D_l."""
     kept = unit_range(evidence.double()) * (2 * lam)
-    return 1.0 - shift_to_target(kept, layout.size_tensor(), 1.0 - target)
+    ratios = 1.0 - shift_to_target(kept, layout.size_tensor(), 1.0 - target)
+    if out_of_range == "clip":
+        below = ratios <= 0
+        if below.any():
+            log.warning("OWL: %d matrices got a sparsity <= 0 (lowest %.4f); pruned at %.2f as the reference does",
+                        int(below.sum()), float(ratios.min()), REFERENCE_FLOOR)
+        ratios = torch.where(below, torch.full_like(ratios, REFERENCE_FLOOR), ratios)
+    return ratios
