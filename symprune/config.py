@@ -32,6 +32,7 @@ from symprune.prune.scores import SCORES
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 LOGGER_BACKENDS = ("wandb", "none")
 WANDB_MODES = ("online", "offline", "disabled")
+MODEL_CONTEXT = "model"  # a seqlen: the model's maximum context (max_position_embeddings)
 
 
 def _positive(owner: str, **values: int | None) -> None:
@@ -40,10 +41,18 @@ def _positive(owner: str, **values: int | None) -> None:
             raise ConfigError(f"{owner}.{key}={value} must be a positive integer")
 
 
-def _bos_mode(owner: str, mode: str, seqlen: int) -> None:
+def _seqlen(owner: str, seqlen: int | str) -> None:
+    """A sequence length is a positive number of tokens, or ``model``: the model's maximum context, resolved when
+    the run is planned (Wanda's protocol)."""
+    if seqlen != MODEL_CONTEXT and (not isinstance(seqlen, int) or isinstance(seqlen, bool) or seqlen < 1):
+        raise ConfigError(f"{owner}.seqlen={seqlen!r} must be a positive integer or '{MODEL_CONTEXT}' "
+                          f"(the model's maximum context)")
+
+
+def _bos_mode(owner: str, mode: str, seqlen: int | str) -> None:
     if mode not in BOS_MODES:
         raise ConfigError(f"unknown {owner}.bos '{mode}'; valid: {', '.join(BOS_MODES)}")
-    if mode == "window" and seqlen < 2:
+    if mode == "window" and seqlen != MODEL_CONTEXT and seqlen < 2:
         raise ConfigError(f"{owner}.bos=window needs {owner}.seqlen of at least 2 (the BOS and one text token)")
 
 
@@ -89,27 +98,29 @@ class ModelConfig:
 class CalibrationConfig:
     name: str = MISSING  # a dataset of symprune.data.DATASETS
     nsamples: int = 128
-    seqlen: int = 2048
+    seqlen: Any = 2048  # tokens per sample, or "model": the model's maximum context (Wanda's protocol)
     seed: int = 0
     batch_size: int = 1  # sequences per block forward; 1 reproduces the references bit for bit
     bos: str = "stream"  # BOS token: stream (the references'), window (before every sample) or none (data/bos.py)
 
     def __post_init__(self):
-        _positive("calibration", nsamples=self.nsamples, seqlen=self.seqlen, batch_size=self.batch_size)
+        _positive("calibration", nsamples=self.nsamples, batch_size=self.batch_size)
+        _seqlen("calibration", self.seqlen)
         _bos_mode("calibration", self.bos, self.seqlen)
 
 
 @dataclass
 class PerplexityConfig:
     datasets: List[str] = field(default_factory=lambda: ["wikitext2"])
-    seqlen: int = 2048
+    seqlen: Any = 2048  # tokens per window, or "model": the model's maximum context (Wanda's protocol)
     batch_size: int = 1
     max_windows: Optional[int] = None  # None: every window (the papers' protocol)
     cache_dense: bool = True  # reuse the dense perplexity of an identical earlier evaluation (paths.cache)
     bos: str = "stream"  # BOS token: stream (the references'), window (before every window) or none (data/bos.py)
 
     def __post_init__(self):
-        _positive("eval.perplexity", seqlen=self.seqlen, batch_size=self.batch_size, max_windows=self.max_windows)
+        _positive("eval.perplexity", batch_size=self.batch_size, max_windows=self.max_windows)
+        _seqlen("eval.perplexity", self.seqlen)
         _bos_mode("eval.perplexity", self.bos, self.seqlen)
 
 

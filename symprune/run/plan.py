@@ -6,6 +6,7 @@ local files the run will read.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from symprune import data
-from symprune.config import RunConfig, settings
+from symprune.config import MODEL_CONTEXT, RunConfig, settings
 from symprune.errors import ConfigError
 from symprune.model.loading import DTYPES, ModelSource, load_config, resolve_source
 from symprune.model.masks import check_layers, load_masks, read_mask_sha256
@@ -28,6 +29,8 @@ from symprune.prune.targets import Targets
 from symprune.provenance import numerics
 from symprune.registry import Built
 from symprune.run.identity import config_hash, run_identity
+
+log = logging.getLogger("symprune")
 
 if TYPE_CHECKING:  # lm-eval is imported only by runs with zero-shot tasks
     from symprune.evaluate.zeroshot import ZeroShotSuite
@@ -84,12 +87,28 @@ def _max_positions(model_config) -> int | None:
     return None
 
 
+def _resolve_model_context(cfg: DictConfig, run: RunConfig, model_config) -> None:
+    """Every ``seqlen: model`` becomes the model's maximum context, in the settings and in the config the
+    identity hashes: ``model`` and the number it stands for are one run."""
+    for key, node, config_node in (("calibration.seqlen", run.calibration, cfg.calibration),
+                                   ("eval.perplexity.seqlen", run.eval.perplexity, cfg.eval.perplexity)):
+        if node.seqlen != MODEL_CONTEXT:
+            continue
+        limit = _max_positions(model_config)
+        if limit is None:
+            raise ConfigError(f"{key}={MODEL_CONTEXT}, but model '{run.model.name}' declares no maximum context "
+                              f"(max_position_embeddings or n_positions in its config): give {key} a number")
+        log.info("%s=%s: the model's maximum context, %d tokens", key, MODEL_CONTEXT, limit)
+        node.seqlen = config_node.seqlen = limit
+
+
 def plan_run(cfg: DictConfig) -> Plan:
     """Every check on the configuration, and the run's identity."""
     run = settings(cfg)
     placement = Placement(resolve_device(run.device), **asdict(run.placement))
     source = resolve_source(run.model, run.paths.cache)
     model_config = load_config(source)
+    _resolve_model_context(cfg, run, model_config)
     shapes = skeleton(model_config, source.trust_remote_code)
     check_architecture(model_config, shapes)
     targets = Targets.from_config(run.targets, run.ignore)
