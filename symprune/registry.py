@@ -43,6 +43,7 @@ class Built:
 
     entry: Entry
     params: Any
+    options: Any = None  # the registry's options shared by every component of its kind (None: it has none)
 
     @property
     def name(self) -> str:
@@ -55,6 +56,9 @@ class Built:
     def param_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.params)
 
+    def option_dict(self) -> dict[str, Any]:
+        return {} if self.options is None else dataclasses.asdict(self.options)
+
     def meta(self, key: str, default: Any = None) -> Any:
         """A registration attribute; a callable one is evaluated on the bound parameters."""
         value = self.entry.meta.get(key, default)
@@ -62,10 +66,17 @@ class Built:
 
 
 class Registry:
-    def __init__(self, kind: str, config_key: str = "name"):
+    """``options``: a dataclass of settings that every component of the kind takes beside its own parameters and
+    that the driver reads rather than the component's function (e.g. how expert statistics are weighted)."""
+
+    def __init__(self, kind: str, config_key: str = "name", options: type | None = None):
         self.kind = kind
         self.config_key = config_key
+        self.options = options
         self._entries: dict[str, Entry] = {}
+
+    def option_names(self) -> list[str]:
+        return [option.name for option in dataclasses.fields(self.options)] if self.options else []
 
     def register(self, name: str, params: type = NoParams, **meta: Any):
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -92,24 +103,27 @@ class Registry:
         if self.config_key not in node:
             raise ConfigError(f"the {self.kind} config has no '{self.config_key}' key: {OmegaConf.to_yaml(node)}")
         entry = self.get(node[self.config_key])
-        values = {k: v for k, v in node.items() if k != self.config_key}
+        shared = self.option_names()
+        values = {k: v for k, v in node.items() if k != self.config_key and k not in shared}
         try:
-            merged = OmegaConf.merge(OmegaConf.structured(entry.params), values)
-            params = OmegaConf.to_object(merged)
+            params = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(entry.params), values))
+            options = None if self.options is None else OmegaConf.to_object(
+                OmegaConf.merge(OmegaConf.structured(self.options), {k: v for k, v in node.items() if k in shared}))
         except OmegaConfBaseException as error:
-            allowed = [f.name for f in dataclasses.fields(entry.params)]
+            allowed = [f.name for f in dataclasses.fields(entry.params)] + shared
             raise ConfigError(
                 f"{self.kind} '{entry.name}': {str(error).splitlines()[0]} "
                 f"(its parameters: {', '.join(allowed) or 'none'})"
             ) from None
-        return Built(entry, params)
+        return Built(entry, params, options)
 
     def schema(self, name: str) -> type:
-        """The structured config of one component: ``{config_key: name}`` followed by its parameters."""
+        """The structured config of one component: ``{config_key: name}`` followed by its parameters and the
+        registry's options."""
         entry = self.get(name)
-        hints = typing.get_type_hints(entry.params)
+        hints = typing.get_type_hints(entry.params) | (typing.get_type_hints(self.options) if self.options else {})
         specs: list[tuple[str, Any, Any]] = [(self.config_key, str, field(default=name))]
-        for parameter in dataclasses.fields(entry.params):
+        for parameter in dataclasses.fields(entry.params) + (dataclasses.fields(self.options) if self.options else ()):
             if parameter.default_factory is not dataclasses.MISSING:
                 default = field(default_factory=parameter.default_factory)
             else:

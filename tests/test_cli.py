@@ -145,7 +145,7 @@ def test_failed_run_leaves_no_record(tiny_model_dir, assets, tmp_path):
 def test_config_error_exits_before_work(tiny_model_dir, assets, tmp_path):
     done = symprune(*tiny(tiny_model_dir, assets, tmp_path, "score.name=wandaa"))
     assert done.returncode == 2
-    assert "unknown score 'wandaa'; valid score names: magnitude, ria, sparsegpt, symwanda, wanda" in done.stderr + done.stdout
+    assert "unknown score 'wandaa'; valid score names: magnitude, ria, sparsegpt, sparsegpt_saliency, symwanda, wanda" in done.stderr + done.stdout
     assert not (tmp_path / "results.json").exists() and not (tmp_path / "wandb").exists()
 
 

@@ -141,10 +141,11 @@ def test_option_files_list_only_keys_their_schema_has():
 
 
 def test_schemas_mirror_the_parameter_dataclasses():
-    from symprune.prune.scores import SCORES
+    """A score's schema: its name, its parameters, and the options every score takes."""
+    from symprune.prune.scores import SCORES, ScoreOptions
 
     fields = {field.name: field.default for field in dataclasses.fields(SCORES.schema("symwanda"))}
-    assert fields == {"name": "symwanda", **dataclasses.asdict(SymWandaParams())}
+    assert fields == {"name": "symwanda", **dataclasses.asdict(SymWandaParams()), **dataclasses.asdict(ScoreOptions())}
 
 
 def test_the_quick_default_is_a_named_experiment():
@@ -173,7 +174,8 @@ def test_cfg_job_shows_the_effective_values():
     assert done.returncode == 0, done.stderr[-2000:]
     shown = yaml.safe_load(done.stdout)
     assert (shown["calibration"]["nsamples"], shown["calibration"]["seqlen"]) == (128, 2048)
-    assert shown["score"] == {"name": "symwanda", **dataclasses.asdict(SymWandaParams(reference_group="row"))}
+    assert shown["score"] == {"name": "symwanda", **dataclasses.asdict(SymWandaParams(reference_group="row")),
+                              "routing": "none"}
 
 
 @pytest.mark.parametrize("override,message", [
@@ -245,7 +247,7 @@ def tiny(directory, *overrides):
 
 
 def test_unknown_names_list_the_valid_ones(tiny_model_dir):
-    assert "valid score names: magnitude, ria, sparsegpt, symwanda, wanda" in plan_error(
+    assert "valid score names: magnitude, ria, sparsegpt, sparsegpt_saliency, symwanda, wanda" in plan_error(
         *tiny(tiny_model_dir, "score.name=sparsegptt")
     )
     assert "valid sparsity pattern names: nm, unstructured" in plan_error(*tiny(tiny_model_dir, "sparsity.pattern=diag"))

@@ -20,6 +20,7 @@ SCORES = [
     {"name": "symwanda", "input": "inv_sampled", "output": "inv_sampled", "a": 0.5},  # stochria
     {"name": "symwanda", "input": "activation", "output": "activation"},  # general symmetric
     {"name": "sparsegpt", "blocksize": 16},
+    {"name": "sparsegpt_saliency"},
 ]
 PATTERNS = {
     "row": {"pattern": "unstructured", "ratio": 0.5, "group": "row"},

@@ -2,6 +2,7 @@
 statistics from exactly the tokens the router sent to it; routers stay dense."""
 
 import copy
+import dataclasses
 import logging
 import math
 
@@ -164,7 +165,8 @@ def test_experts_without_calibration_tokens_are_pruned_by_magnitude_and_reported
 def test_owl_outlier_ratios_leave_out_the_experts_no_token_reached():
     """OWL's block evidence is the outlier ratio of the block's Wanda scores; an expert without calibration tokens
     has all-zero norms, and its zero scores would lower the block's mean and raise its ratio. Block 0's ratio is
-    computed by hand from the matrices that saw tokens."""
+    computed by hand from the matrices that saw tokens, each expert's squared norms taken per routed token (times
+    the sequence's tokens) so that they compare with the attention matrices, which read every token."""
     from symprune.prune.allocation.owl import outlier_ratio
     from symprune.prune.driver import _dense_block_evidence
     from symprune.prune.scores.wanda import wanda
@@ -173,15 +175,25 @@ def test_owl_outlier_ratios_leave_out_the_experts_no_token_reached():
     ids = calibration(samples=1, tokens=3)
     stats = driver_stats(model, ids, 1)
     block0 = find_matrices(find_blocks(model)[1][0])
-    reached = [wanda(block0[name].weight, stats[name]) for name in block0 if stats[name].n_tokens > 0]
+    def per_token(name):
+        layer = stats[name]
+        if ".experts." not in name:
+            return layer
+        return dataclasses.replace(layer, sq_norm=layer.sq_norm / layer.n_tokens * 3)  # one sequence of 3 tokens
+
+    reached = [wanda(block0[name].weight, per_token(name)) for name in block0 if stats[name].n_tokens > 0]
+    unscaled = [wanda(block0[name].weight, stats[name]) for name in block0 if stats[name].n_tokens > 0]
     everything = [wanda(block0[name].weight, stats[name]) for name in block0]
     assert len(everything) - len(reached) >= 15  # at least five experts × three matrices without tokens
     _, blocks = find_blocks(model)
     with ActivationStore(Placement(CPU)) as store, torch.no_grad():
         inputs = capture_block_inputs(model, blocks, ids, 1, store, progress=False)
         ratios, _ = _dense_block_evidence(blocks, [find_matrices(block) for block in blocks],
-                                          lambda scores: outlier_ratio(scores, 5.0), inputs, frozenset(), Placement(CPU), False)
-    assert float(ratios[0]) == outlier_ratio(reached, 5.0) != outlier_ratio(everything, 5.0)
+                                          lambda scores: outlier_ratio(scores, 5.0), inputs, frozenset(), Placement(CPU), False,
+                                          "none")
+    assert float(ratios[0]) == outlier_ratio(reached, 5.0)
+    assert outlier_ratio(reached, 5.0) != outlier_ratio(everything, 5.0)
+    assert outlier_ratio(reached, 5.0) != outlier_ratio(unscaled, 5.0)  # the per-token scale matters here
 
 
 @pytest.mark.parametrize("score, sparsity, refine, calibrated", [

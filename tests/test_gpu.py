@@ -311,3 +311,28 @@ def test_gpu_cases_without_cuda_are_skipped_or_fail_when_required():
     assert cases > 20 and required.returncode == 1, required.stdout[-3000:]
     last = required.stdout.splitlines()[-1]  # the requirement fails in the fixture: pytest counts errors
     assert "passed" not in last and f"{cases} errors" in last, required.stdout[-3000:]
+
+
+def test_alpha_spectra_are_computed_on_the_blocks_device_and_cached(device, tmp_path, monkeypatch):
+    """AlphaPruning's SVD runs where the block is visited (offloaded blocks: on the device), its cache keys name
+    that device's numerics, and a second prune with the same cache reads every spectrum."""
+    from symprune.prune.allocation import ALLOCATIONS
+    from symprune.prune.allocation.alpha import SPECTRA, eigenvalues, spectrum_key
+
+    weight = torch.randn(96, 64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(eigenvalues(weight.to(device)), eigenvalues(weight), rtol=1e-4, atol=1e-3)
+    expected = {"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else spectrum_key(weight)["numerics"]
+    assert spectrum_key(weight.to(device))["numerics"] == expected
+    devices = []
+    svdvals = torch.linalg.svdvals
+    monkeypatch.setattr(torch.linalg, "svdvals", lambda matrix: devices.append(matrix.device.type) or svdvals(matrix))
+    placement = Placement(device, offload_blocks=True, activations="cpu")
+    reports = []
+    for _ in range(2):
+        model = tiny_model("llama")
+        place_model(model, find_blocks(model)[0], placement)
+        reports.append(prune_model(model, method("score=wanda"), calibration(), placement=placement, progress=False,
+                                   allocation=ALLOCATIONS.build({"name": "alpha"}), cache_dir=tmp_path))
+    cold, warm = reports
+    assert devices == [device.type] * len(cold.layers)
+    assert warm.caches[SPECTRA]["hits"] == len(cold.layers) and warm.masks.sha256() == cold.masks.sha256()

@@ -42,7 +42,7 @@ def test_ri_needs_no_statistics_and_ria_does():
 
 
 def test_score_parameters_are_validated():
-    with pytest.raises(ConfigError, match="unknown score 'wandaa'; valid score names: magnitude, ria, sparsegpt, symwanda, wanda"):
+    with pytest.raises(ConfigError, match="unknown score 'wandaa'; valid score names: magnitude, ria, sparsegpt, sparsegpt_saliency, symwanda, wanda"):
         SCORES.build({"name": "wandaa"})
     with pytest.raises(ConfigError, match="must be a finite number"):
         SCORES.build({"name": "ria", "a": float("inf")})

@@ -40,6 +40,7 @@ class ExpertMatrix:
     expert: int
     part: str  # gate_proj, up_proj or down_proj
     rows: slice | None = None
+    routed = True  # it sees only the tokens routed to its expert
 
     @property
     def weight(self) -> torch.Tensor:

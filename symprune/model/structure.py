@@ -1,9 +1,12 @@
 """The family-agnostic view of a model: its decoder blocks and their prunable matrices.
 
 A prunable matrix is a linear layer's weight, or one expert's matrix inside a fused mixture-of-experts
-parameter (``model/experts.py``). Routers are not pruned unless named by ``targets``: within a block holding
-fused experts, a linear whose output width is the number of experts (the router) or one (a shared expert's
-gate) is left out by default.
+parameter (``model/experts.py``). Mixture-of-experts layers come in two layouts: fused experts (3-D parameters,
+transformers 5) and a list of expert modules with their own linears (an ``nn.ModuleList`` of two or more modules
+of one class, as transformers 4 stores Mixtral's or Qwen-MoE's experts). Either way an expert's matrices are
+``routed``: they see only the tokens routed to that expert. Routers are not pruned unless named by ``targets``:
+in the module holding the experts, a linear whose output width is the number of experts (the router) or one (a
+shared expert's gate) is left out by default.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ def find_linears(module: nn.Module) -> dict[str, nn.Module]:
 
 @dataclass(frozen=True)
 class LinearMatrix:
-    """A linear layer's weight as (d_out, d_in)."""
+    """A linear layer's weight as (d_out, d_in); ``routed``: the layer belongs to one expert of a list of experts."""
 
     layer: nn.Module
+    routed: bool = False
 
     @property
     def weight(self) -> torch.Tensor:
@@ -56,26 +60,43 @@ def find_experts(module: nn.Module) -> dict[str, nn.Module]:
     return {name: experts for name, experts in module.named_modules() if is_fused_experts(experts)}
 
 
+def is_expert_list(module: nn.Module) -> bool:
+    """A list of two or more modules of one class, each holding linears: the experts of a mixture-of-experts
+    layer stored as modules (a decoder block holds no other such list)."""
+    return (isinstance(module, nn.ModuleList) and len(module) > 1 and len({type(entry) for entry in module}) == 1
+            and all(find_linears(entry) for entry in module))
+
+
+def find_expert_lists(module: nn.Module) -> dict[str, nn.ModuleList]:
+    """Every list of expert modules inside ``module``, by its name relative to it."""
+    return {name: experts for name, experts in module.named_modules() if is_expert_list(experts)}
+
+
 def find_routers(block: nn.Module) -> set[str]:
-    """The linears that route tokens to experts (or gate a shared expert): in the module holding fused experts,
-    those whose output width is the number of experts or one."""
+    """The linears that route tokens to experts (or gate a shared expert): in the module holding the experts
+    (fused or a list), outside the experts, those whose output width is the number of experts or one."""
+    counts = {name: experts.down_proj.shape[0] for name, experts in find_experts(block).items()}
+    counts |= {name: len(experts) for name, experts in find_expert_lists(block).items()}
     routers = set()
-    for name, experts in find_experts(block).items():
+    for name, count in counts.items():
         parent = name.rpartition(".")[0]
-        widths = (experts.down_proj.shape[0], 1)
-        routers |= {
-            f"{parent}.{linear}" if parent else linear
-            for linear, layer in find_linears(block.get_submodule(parent)).items()
-            if weight_matrix(layer).shape[0] in widths
-        }
+        for linear, layer in find_linears(block.get_submodule(parent)).items():
+            full_name = f"{parent}.{linear}" if parent else linear
+            if not full_name.startswith(f"{name}.") and weight_matrix(layer).shape[0] in (count, 1):
+                routers.add(full_name)
     return routers
+
+
+def routed_linears(block: nn.Module) -> set[str]:
+    """The linears inside a list of experts, by name relative to ``block``."""
+    return {f"{name}.{linear}" for name, experts in find_expert_lists(block).items() for linear in find_linears(experts)}
 
 
 def candidate_matrices(block: nn.Module) -> dict[str, tuple[Matrix, bool]]:
     """Every matrix of ``block`` by name relative to it (each fused expert's as ``<experts>.<e>.<part>``), with
     whether it is pruned by default: every one but the routers."""
-    routers = find_routers(block)
-    candidates: dict[str, tuple[Matrix, bool]] = {name: (LinearMatrix(layer), name not in routers)
+    routers, routed = find_routers(block), routed_linears(block)
+    candidates: dict[str, tuple[Matrix, bool]] = {name: (LinearMatrix(layer, name in routed), name not in routers)
                                                   for name, layer in find_linears(block).items()}
     for name, experts in find_experts(block).items():
         candidates |= {f"{name}.{part}": (matrix, True) for part, matrix in expert_matrices(experts).items()}

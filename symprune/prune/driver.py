@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from symprune.model.experts import ExpertMatrix
 from symprune.model.masks import MaskSet
 from symprune.model.placement import CPU, ActivationStore, Placement, move, streamed, visiting
 from symprune.model.structure import LinearMatrix, Matrix, find_blocks, find_experts, find_matrices
-from symprune.prune.allocation import Layout, check_ratios
+from symprune.prune.allocation import EvidenceCache, Layout, check_ratios
 from symprune.prune.method import PruningMethod
 from symprune.prune.patterns.contract import PatternViolation
 from symprune.prune.routed import hook_routed_stats, method_for_expert
@@ -59,6 +60,7 @@ class LayerReport:
 class PruneReport:
     layers: list[LayerReport]
     masks: MaskSet  # every pruned layer's final zeros (weight == 0), bit-packed
+    caches: dict[str, Any] = field(default_factory=dict)  # the allocation's cache look-ups (EvidenceCache.record)
 
     @property
     def overall_sparsity(self) -> float:
@@ -181,7 +183,7 @@ def run_block(block: nn.Module, inputs: BlockInputs, device: torch.device, outpu
 
 
 def collect_stats(block: nn.Module, matrices: dict[str, Matrix], inputs: BlockInputs, wanted, device: torch.device,
-                  outputs: torch.Tensor | None = None):
+                  outputs: torch.Tensor | None = None, routing: str = "none"):
     """One pass of the block with hooks feeding every matrix's inputs to its accumulator (and the block's
     outputs to ``outputs`` when given).
 
@@ -218,7 +220,7 @@ def collect_stats(block: nn.Module, matrices: dict[str, Matrix], inputs: BlockIn
     ]
     handles += [
         hook_routed_stats(experts, [(matrix, accumulators[name]) for name, matrix in matrices.items()
-                                    if isinstance(matrix, ExpertMatrix) and matrix.experts is experts], batch)
+                                    if isinstance(matrix, ExpertMatrix) and matrix.experts is experts], batch, routing)
         for experts in find_experts(block).values()
     ]
     try:
@@ -242,6 +244,7 @@ def prune_model(
     progress: bool = True,
     targets: Targets | None = None,
     allocation: Built | None = None,
+    cache_dir: str | Path | None = None,
 ) -> PruneReport:
     """Prune the matrices ``targets`` selects (default: every linear of every decoder block but the routers) in
     place, each at the ratio ``allocation`` gives it (default: uniform, the pattern's own ratio).
@@ -249,6 +252,8 @@ def prune_model(
     ``calibration_ids`` (samples × tokens) may be None only for methods that need
     no statistics (magnitude, RI): those prune every layer from its weights alone.
     The model must already be placed as ``placement`` says (placement.place_model).
+    ``cache_dir`` (the run's ``paths.cache``; None: nowhere) keeps what the allocation measures on the weights
+    across runs (AlphaPruning's spectra).
     """
     timings = timings or Timings()
     placement = placement or Placement(torch.device("cpu"))
@@ -264,6 +269,7 @@ def prune_model(
 
     reports: list[LayerReport] = []
     masks = MaskSet()
+    cache = EvidenceCache(cache_dir)
     with ActivationStore(placement) as store:
         inputs, ratios, block0_stats = None, None, None
         if wanted or measures_blocks:
@@ -272,7 +278,8 @@ def prune_model(
         if allocates:
             with timings.measure("allocation"):
                 ratios, inputs, block0_stats = allocate(blocks, selected, prefix, method.target_sparsity, allocation,
-                                                        inputs, wanted, store, placement, progress)
+                                                        inputs, wanted, store, placement, progress, cache,
+                                                        method.routing)
         inputs = inputs if wanted else None
         for index, block in enumerate(tqdm(blocks, desc="pruning blocks", disable=not progress)):
             with visiting(block, placement):
@@ -283,7 +290,7 @@ def prune_model(
                         stats = block0_stats
                     else:
                         with timings.measure("calibration_forward"):
-                            stats = collect_stats(block, selected[index], inputs, wanted, device)
+                            stats = collect_stats(block, selected[index], inputs, wanted, device, routing=method.routing)
                 reports += _prune_block(selected[index], prefix, index, method, ratios, stats,
                                         inputs is not None, timings, masks)
                 if inputs is not None and index + 1 < len(blocks):
@@ -291,7 +298,7 @@ def prune_model(
                         run_block(block, inputs, device, inputs.spare)
                         inputs.advance()
             log.info("pruned block %d of %d", index + 1, len(blocks))
-    return PruneReport(reports, masks)
+    return PruneReport(reports, masks, cache.record())
 
 
 def select_matrices(model: nn.Module, targets: Targets) -> list[dict[str, Matrix]]:
@@ -310,11 +317,14 @@ def matrix_layout(prefix: str, selected: list[dict[str, Matrix]]) -> Layout:
 
 def allocate(blocks, selected: list[dict[str, Matrix]], prefix: str, target: float, allocation: Built,
              inputs: BlockInputs | None, wanted: frozenset[str], store: ActivationStore, placement: Placement,
-             progress: bool) -> tuple[dict[str, float], BlockInputs | None, dict[str, LayerStats] | None]:
+             progress: bool, cache: EvidenceCache, routing: str = "none"
+             ) -> tuple[dict[str, float], BlockInputs | None, dict[str, LayerStats] | None]:
     """Each selected matrix's ratio under ``allocation`` (prune/allocation/), from what the rule measures: each
     matrix's weights, or each block's dense Wanda scores in a dense pass over the captured calibration inputs
     (OWL's reference propagates the dense model's outputs). Returns the ratios, the inputs at block 0 again,
-    and, after a dense pass, block 0's ``wanted`` statistics: the pruning pass would measure the same."""
+    and, after a dense pass, block 0's ``wanted`` statistics: the pruning pass would measure the same.
+    ``cache``: where the per-matrix evidence may be read from or kept, and what it found there; ``routing``: how
+    the dense pass weighs the experts' statistics (score.routing)."""
     layout = matrix_layout(prefix, selected)
     per_matrix, per_block = allocation.meta("matrix_evidence"), allocation.meta("block_evidence")
     evidence, block0_stats = None, None
@@ -322,12 +332,16 @@ def allocate(blocks, selected: list[dict[str, Matrix]], prefix: str, target: flo
         values = []
         for block, matrices in zip(blocks, selected):
             with visiting(block, placement):
-                values += [per_matrix(matrix.weight) for matrix in matrices.values()]
+                values += [per_matrix(matrix.weight, cache) for matrix in matrices.values()]
         evidence = torch.tensor(values, dtype=torch.float64)
+        for kind, lookups in cache.record().items():
+            log.info("allocation evidence (%s): %d from the cache, %d computed; cache: %s", kind, lookups["hits"],
+                     lookups["misses"], lookups["dir"])
     elif per_block is not None:
         block0 = store.empty(tuple(inputs.hidden.shape), inputs.hidden.dtype)
         block0.copy_(inputs.hidden)
-        values, block0_stats = _dense_block_evidence(blocks, selected, per_block, inputs, wanted, placement, progress)
+        values, block0_stats = _dense_block_evidence(blocks, selected, per_block, inputs, wanted, placement, progress,
+                                                     routing)
         evidence = layout.per_layer(values)
         inputs = inputs.rewound(block0)
     ratios = allocation.fn(layout, target, evidence)
@@ -336,10 +350,11 @@ def allocate(blocks, selected: list[dict[str, Matrix]], prefix: str, target: flo
 
 
 def _dense_block_evidence(blocks, selected, measure, inputs: BlockInputs, wanted: frozenset[str], placement: Placement,
-                          progress: bool) -> tuple[torch.Tensor, dict[str, LayerStats]]:
+                          progress: bool, routing: str) -> tuple[torch.Tensor, dict[str, LayerStats]]:
     """``measure`` of each block's dense Wanda scores |W_ij|·‖X_:,j‖ (its selected matrices), with one pass per
     block that both collects the statistics and propagates the dense outputs (NaN: a block without matrices);
-    and block 0's ``wanted`` statistics, collected in its pass too."""
+    and block 0's ``wanted`` statistics, collected in its pass too. An expert's scores are compared with the
+    others' per token (``per_token_scale``)."""
     values = torch.full((len(blocks),), float("nan"), dtype=torch.float64)
     block0_stats = {}
     for index, (block, matrices) in enumerate(tqdm(list(zip(blocks, selected)), desc="allocation pass",
@@ -347,8 +362,10 @@ def _dense_block_evidence(blocks, selected, measure, inputs: BlockInputs, wanted
         with visiting(block, placement):
             needed = {"sq_norm", *wanted} if index == 0 else {"sq_norm"}
             outputs = inputs.spare if index + 1 < len(blocks) else None  # the last block's outputs feed no block
-            stats = collect_stats(block, matrices, inputs, needed, placement.block_device(block), outputs)
-            scores = [wanda(matrix.weight, stats[name]) for name, matrix in matrices.items()
+            stats = collect_stats(block, matrices, inputs, needed, placement.block_device(block), outputs, routing)
+            tokens = inputs.hidden.shape[1]
+            scores = [wanda(matrix.weight, per_token_scale(stats[name], tokens) if matrix.routed else stats[name])
+                      for name, matrix in matrices.items()
                       if stats[name].n_tokens > 0]  # an expert no token reached has no evidence (its norms are 0)
             if scores:
                 values[index] = measure(scores)
@@ -356,6 +373,14 @@ def _dense_block_evidence(blocks, selected, measure, inputs: BlockInputs, wanted
                 block0_stats = {name: _only(layer_stats, wanted) for name, layer_stats in stats.items()}
         inputs.advance()
     return values, block0_stats
+
+
+def per_token_scale(stats: LayerStats, tokens: int) -> LayerStats:
+    """An expert's squared input norms on the scale of a matrix that reads all ``tokens`` of every sequence:
+    per routed token, times ``tokens``. Its own statistics sum over the fewer tokens routed to it, so without
+    this a block-level rule would see the experts' scores lowered by their share of the tokens."""
+    scale = stats.n_sequences * tokens / stats.n_tokens
+    return dataclasses.replace(stats, sq_norm=stats.sq_norm * scale)
 
 
 def _only(stats: LayerStats, wanted: frozenset[str]) -> LayerStats:
@@ -374,7 +399,7 @@ def _prune_block(matrices: dict[str, Matrix], prefix: str, index: int, method: P
             weight = matrix.weight
             layer_stats = stats.get(layer_name, LayerStats())
             layer_method, routing = method if ratios is None else method.with_ratio(ratios[full_name]), {}
-            if isinstance(matrix, ExpertMatrix) and calibrated:
+            if matrix.routed and calibrated:
                 layer_method, routing = method_for_expert(layer_method, full_name, layer_stats)
             result = layer_method.prune_layer(full_name, weight, layer_stats)
             problem = layer_method.violation(result)

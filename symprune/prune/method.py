@@ -51,6 +51,11 @@ class PruningMethod:
         return score_stats | frozenset(self.refine.meta("stats", frozenset()))
 
     @property
+    def routing(self) -> str:
+        """How an expert's statistics weigh its routed tokens (score.routing)."""
+        return self.score.options.routing
+
+    @property
     def target_sparsity(self) -> float:
         return self.pattern.params.target_sparsity
 
@@ -105,7 +110,7 @@ class PruningMethod:
     def describe(self) -> dict[str, Any]:
         """Names and resolved parameters, for the run record."""
         return {
-            part: {"name": built.name, **built.param_dict()}
+            part: {"name": built.name, **built.param_dict(), **built.option_dict()}
             for part, built in (("score", self.score), ("sparsity", self.pattern), ("refine", self.refine))
         }
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from symprune.config import RunConfig
 from symprune.prune.allocation import ALLOCATIONS
+from symprune.prune.scores import ScoreOptions
 
 # settings that change no number, or whose effect the identity records otherwise
 NOT_IN_IDENTITY = (
@@ -75,6 +76,9 @@ def config_hash(identity: dict[str, Any]) -> str:
     if isinstance(allocation, dict) and allocation.get("name") in ALLOCATIONS.names():  # its options, as any setting's
         filled["allocation"] = _with_defaults(allocation, _schema_defaults(ALLOCATIONS.schema(allocation["name"])))
     config = {key: value for key, value in filled.items() if key not in NOT_IN_IDENTITY}
+    method = identity.get("method")
+    if isinstance(method, dict) and isinstance(method.get("score"), dict):  # score options newer than the record
+        identity = {**identity, "method": {**method, "score": _with_defaults(method["score"], _schema_defaults(ScoreOptions))}}
     config["model"] = {key: value for key, value in filled["model"].items() if key not in MODEL_LOCATION_KEYS}
     complete = {**identity, "config": config}
     return hashlib.sha256(json.dumps(complete, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -20,7 +20,8 @@ from symprune.model.loading import DTYPES, ModelSource, load_config, resolve_sou
 from symprune.model.masks import check_layers, load_masks, read_mask_sha256
 from symprune.model.placement import Placement
 from symprune.model.saving import check_save_target
-from symprune.model.structure import find_blocks, linear_shapes, linears_outside_blocks, prunable_names, skeleton
+from symprune.model.structure import (find_blocks, find_expert_lists, find_experts, linear_shapes, linears_outside_blocks,
+                                      prunable_names, skeleton)
 from symprune.model.support import check_architecture
 from symprune.prune.allocation import ALLOCATIONS, check_ratios
 from symprune.prune.driver import matrix_layout, select_matrices
@@ -121,6 +122,7 @@ def plan_run(cfg: DictConfig) -> Plan:
     method = build_method(cfg.score, cfg.sparsity, cfg.refine, given)
     allocation = _plan_allocation(cfg.allocation, method, shapes, targets)
     calibrated = needs_calibration(method, allocation)
+    _check_experts(shapes, method, run.calibration.batch_size if calibrated else 1)
     data_identity = _check_data(run, calibrated, source, model_config.bos_token_id)
     zeroshot = _plan_zeroshot(run, source)
     for layer, (d_out, d_in) in layers.items():
@@ -145,6 +147,22 @@ def plan_run(cfg: DictConfig) -> Plan:
         read_mask_sha256(run.mask_from) if run.mask_from else None,
     )
     return Plan(cfg, run, method, source, placement, targets, allocation, zeroshot, model_config.vocab_size, identity)
+
+
+def _check_experts(shapes, method: PruningMethod, batch_size: int) -> None:
+    """Expert statistics the model's layout can give: router weights only reach fused experts, and a list of
+    expert modules sees the tokens of a whole batch at once, so it needs one sequence per forward."""
+    _, blocks = find_blocks(shapes)
+    fused = any(find_experts(block) for block in blocks)
+    listed = any(find_expert_lists(block) for block in blocks)
+    if method.routing == "gate" and not fused:
+        layout = "stores its experts as a list of modules" if listed else "has no mixture-of-experts layer"
+        raise ConfigError(f"score.routing=gate weighs expert statistics by the router's weights, which symprune reads "
+                          f"from fused experts; this model {layout}: use score.routing=none")
+    if listed and batch_size > 1:
+        raise ConfigError(f"calibration.batch_size={batch_size}: this model stores its experts as a list of modules, "
+                          f"which receive the routed tokens of a whole batch together, so an expert's statistics "
+                          f"could not count sequences; use calibration.batch_size=1")
 
 
 def _plan_allocation(node, method: PruningMethod, shapes, targets: Targets) -> Built:

@@ -45,7 +45,7 @@ class RunRecord:
     logger: dict[str, Any] = field(default_factory=dict)  # tracking backend, W&B group and run name
     mask_sha256: str | None = None  # symprune/model/masks.py defines it
     masks_file: str | None = None  # the masks' file name beside results.json (None: save_masks=false)
-    caches: dict[str, Any] = field(default_factory=dict)  # dense results taken from a cache: which, where
+    caches: dict[str, Any] = field(default_factory=dict)  # what came from a cache (dense results, spectra), where
     saved_model: str | None = None
     save_error: str | None = None  # saving the model failed after the results were measured
     reused_from: str | None = None  # a copy of an earlier run's record (reuse_from), with this job's config

@@ -139,7 +139,9 @@ def execute(plan: Plan, logger: RunLogger) -> RunResults:
     report = prune_model(
         model, plan.method, calibration, batch_size=run.calibration.batch_size, placement=plan.placement,
         timings=timings, progress=progress, targets=plan.targets, allocation=plan.allocation,
+        cache_dir=run.paths.cache,
     )
+    caches |= report.caches
     per_block = report.block_sparsities()
     pruned = {}
     if streams:

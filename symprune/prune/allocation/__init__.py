@@ -2,15 +2,23 @@
 
 An allocation is called as ``fn(layout, target, evidence, **params)`` and returns one ratio per matrix of
 ``layout`` (a float64 tensor in its order) whose weighted mean over the matrices' sizes is ``target``.
-``evidence`` (one value per matrix, in the layout's order) is what the rule measures on the model, declared by the registration: ``block_evidence`` (a
-function of the bound parameters giving a function of one block's dense score matrices, e.g. OWL's outlier
-ratio, measured in a dense calibration pass; each matrix gets its block's) or ``matrix_evidence`` (a function of one weight matrix, e.g.
-AlphaPruning's heavy-tail exponent); None for rules that need neither.
+``evidence`` (one value per matrix, in the layout's order; None for rules that measure nothing) is what the
+rule measures on the model, declared by the registration as a function of the bound parameters giving the measure:
+
+- ``block_evidence``: a function of one block's dense score matrices (e.g. OWL's outlier ratio), measured in a
+  dense calibration pass; each matrix gets its block's;
+- ``matrix_evidence``: a function ``(weight, cache)`` of one weight matrix, on its block's compute device, and
+  the run's ``EvidenceCache`` (e.g. AlphaPruning's heavy-tail exponent, whose spectra the cache keeps across
+  runs). A rule that caches nothing ignores ``cache``; one that does counts each look-up there, and the
+  counts go to the run record.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -45,6 +53,26 @@ class Layout:
         totals = torch.zeros(self.num_blocks, dtype=torch.float64).index_add_(0, index, per_layer.double())
         counts = torch.zeros(self.num_blocks, dtype=torch.float64).index_add_(0, index, torch.ones_like(per_layer, dtype=torch.float64))
         return totals / counts
+
+
+@dataclass
+class EvidenceCache:
+    """Where the rules keep what they measure on the weights across runs: ``directory`` is the run's
+    ``paths.cache`` (None: nowhere), each kind of entry in its own folder there; ``lookups`` counts, per kind,
+    the values read from it (hits) and those computed (misses)."""
+
+    directory: str | Path | None = None
+    lookups: dict[str, Counter] = field(default_factory=dict)
+
+    def count(self, kind: str, hit: bool) -> None:
+        self.lookups.setdefault(kind, Counter())["hits" if hit else "misses"] += 1
+
+    def record(self) -> dict[str, dict[str, Any]]:
+        """Per kind looked up: hits, misses and the folder of its entries (None: nothing was cached)."""
+        folder = None if self.directory is None else Path(self.directory).expanduser().resolve()
+        return {kind: {"hits": counts["hits"], "misses": counts["misses"],
+                       "dir": None if folder is None else str(folder / kind)}
+                for kind, counts in self.lookups.items()}
 
 
 def unit_range(values: torch.Tensor) -> torch.Tensor:

@@ -6,19 +6,35 @@ heavy-tailed (a larger power-law exponent α) are pruned more. No calibration da
 peak of the log-eigenvalue histogram and the fit with the smallest Kolmogorov–Smirnov distance wins; with
 ``alpha_mid`` x_min is the middle eigenvalue. With ``mapping=block_wise`` (its default) each block takes the
 mean α of its matrices. α maps linearly onto [1 − ε, 1 + ε], scaled so the size-weighted mean is the target.
+
+The eigenvalues are computed in float32 on the device the matrix is on (its block's compute device), and
+cached across runs: one JSON entry per matrix under ``<paths.cache>/spectra/``, keyed by the SHA-256 of the
+matrix's bytes with its dtype and shape, the dtype the SVD runs in, the device's numerics
+(``provenance.numerics``: a GPU's name, or the CPU's vector instructions and thread count) and torch's version.
+An entry holds the sorted eigenvalues, not α, so both metrics read it. One entry per matrix rather than one
+per model: the evidence needs nothing but the matrix, another selection of the same model's matrices reuses
+the entries, and the parallel jobs of a sweep each write whole entries of their own, atomically.
 """
 
+import hashlib
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from symprune.errors import ConfigError
-from symprune.prune.allocation import ALLOCATIONS, Layout, unit_range
+from symprune.evaluate.cache import CacheEntry, cache_entry
+from symprune.prune.allocation import ALLOCATIONS, EvidenceCache, Layout, unit_range
+from symprune.provenance import numerics
+
+log = logging.getLogger("symprune")
 
 METRICS = ("alpha_peak", "alpha_mid")
 MAPPINGS = ("block_wise", "layer_wise")
 HISTOGRAM_BINS = 100  # reference: bins
 MIDDLE = 2  # alpha_mid's x_min: eigenvalue int(N / 2) (reference: xmin_pos)
+SPECTRA = "spectra"  # the cache's folder for the eigenvalues
+SVD_DTYPE = torch.float32
 
 
 @dataclass
@@ -36,9 +52,63 @@ class AlphaParams:
             raise ConfigError(f"unknown allocation.mapping '{self.mapping}'; valid: {', '.join(MAPPINGS)}")
 
 
-def hill_alpha(weight: torch.Tensor, metric: str = "alpha_peak") -> float:
+def eigenvalues(weight: torch.Tensor) -> torch.Tensor:
+    """The eigenvalues of WᵀW (the squared singular values) in ascending order, computed on the weight's device,
+    returned on the CPU."""
+    return torch.sort(torch.linalg.svdvals(weight.detach().to(SVD_DTYPE)) ** 2).values.cpu()
+
+
+def spectrum_key(weight: torch.Tensor) -> dict:
+    """What decides ``eigenvalues(weight)``: the matrix's bytes as stored, the SVD's dtype and the numerics of
+    the device it runs on."""
+    stored = weight.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+    return {"weight_sha256": hashlib.sha256(stored.numpy()).hexdigest(),
+            "dtype": str(weight.dtype).removeprefix("torch."), "shape": list(weight.shape),
+            "svd_dtype": str(SVD_DTYPE).removeprefix("torch."), "device": weight.device.type,
+            "numerics": numerics(weight.device), "torch": torch.__version__}
+
+
+def spectrum(weight: torch.Tensor, cache: EvidenceCache | None = None) -> torch.Tensor:
+    """``eigenvalues(weight)``, from ``cache`` when an earlier run stored them for the same key, else computed
+    (and stored there when it has a directory)."""
+    if cache is None or cache.directory is None:
+        if cache is not None:
+            cache.count(SPECTRA, hit=False)
+        return eigenvalues(weight)
+    entry = cache_entry(cache.directory, SPECTRA, spectrum_key(weight))
+    stored = stored_eigenvalues(entry, min(weight.shape))
+    cache.count(SPECTRA, hit=stored is not None)
+    if stored is not None:
+        return stored
+    eigs = eigenvalues(weight)
+    entry.write({"eigenvalues": eigs.tolist()})  # float32 → float → JSON → float32 is exact
+    return eigs
+
+
+def stored_eigenvalues(entry: CacheEntry, count: int) -> torch.Tensor | None:
+    """The ``count`` eigenvalues ``entry`` holds; None when it holds none for this key, or, with a warning, when
+    it cannot be read (its spectrum is computed again and the entry overwritten)."""
+    try:
+        stored = entry.read()
+        if stored is None:
+            return None
+        eigs = torch.tensor(stored["eigenvalues"], dtype=SVD_DTYPE)
+        if eigs.shape != (count,):
+            raise ValueError(f"{eigs.numel()} eigenvalues stored for a matrix with {count} singular values")
+        return eigs
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log.warning("unreadable spectrum cache entry %s (%s: %s); computing it again", entry.path,
+                    type(error).__name__, error)
+        return None
+
+
+def hill_alpha(weight: torch.Tensor, metric: str = "alpha_peak", cache: EvidenceCache | None = None) -> float:
     """The power-law exponent of the eigenvalue spectrum of WᵀW by the Hill estimator (the reference's fit)."""
-    eigs = torch.sort(torch.linalg.svdvals(weight.detach().float().cpu()) ** 2).values
+    return fit_hill(spectrum(weight, cache), metric)
+
+
+def fit_hill(eigs: torch.Tensor, metric: str) -> float:
+    """The Hill exponent of the ascending eigenvalues ``eigs`` (float32, CPU) under ``metric``."""
     log_eigs = torch.log(eigs)
     count = len(eigs)
 
@@ -67,7 +137,7 @@ def hill_alpha(weight: torch.Tensor, metric: str = "alpha_peak") -> float:
 
 
 @ALLOCATIONS.register("alpha", params=AlphaParams,
-                      matrix_evidence=lambda params: lambda weight: hill_alpha(weight, params.metric))
+                      matrix_evidence=lambda params: lambda weight, cache: hill_alpha(weight, params.metric, cache))
 def alpha(layout: Layout, target: float, evidence: torch.Tensor, epsilon: float, metric: str,
           mapping: str) -> torch.Tensor:
     """``evidence``: each matrix's α."""

@@ -8,8 +8,27 @@ name (per-layer random draws); ``reconstructs=True`` methods (SparseGPT) receive
 sparsity pattern's contract, choose the mask themselves and return updated weights with it.
 """
 
+from dataclasses import dataclass
+
+from symprune.errors import ConfigError
 from symprune.registry import Registry
 
-SCORES = Registry("score")
+ROUTINGS = ("none", "gate")
 
-from symprune.prune.scores import magnitude, ria, sparsegpt, symwanda, wanda  # noqa: E402,F401  (registration)
+
+@dataclass
+class ScoreOptions:
+    """Settings of every score, read by the driver when it collects statistics."""
+
+    # an expert's statistics: none (its routed tokens as they are) or gate (each routed token's input scaled by
+    # its routing weight for that expert, as MoE-Pruner does; fused experts only)
+    routing: str = "none"
+
+    def __post_init__(self):
+        if self.routing not in ROUTINGS:
+            raise ConfigError(f"unknown score.routing '{self.routing}'; valid: {', '.join(ROUTINGS)}")
+
+
+SCORES = Registry("score", options=ScoreOptions)
+
+from symprune.prune.scores import magnitude, obs_saliency, ria, sparsegpt, symwanda, wanda  # noqa: E402,F401  (registration)
