@@ -218,7 +218,7 @@ class PlacementConfig:
 @dataclass
 class PathsConfig:
     assets: Optional[str] = None  # offline assets directory; set: data are read from files there
-    cache: Optional[str] = "outputs/cache"  # results worth reusing across runs (dequantised GGUF models, dense zero-shot scores)
+    cache: Optional[str] = "outputs/cache"  # results worth reusing across runs (dequantised GGUF models, dense perplexity and zero-shot scores, AlphaPruning spectra)
 
 
 @dataclass
