@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import pkgutil
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -136,3 +138,11 @@ class Registry:
         """Every component's schema as the Hydra config ``<group>/<name>_schema``."""
         for name in self.names():
             ConfigStore.instance().store(group=group, name=f"{name}_schema", node=self.schema(name))
+
+
+def import_components(package: str, path: typing.Iterable[str]) -> None:
+    """Import every module of a component package (``__name__``, ``__path__``), so that each registers its
+    components: adding a score, pattern, refinement or allocation rule is adding its module and its YAML, with
+    no list to edit."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from symprune.errors import ConfigError
-from symprune.registry import Registry
+from symprune.registry import Registry, import_components
 
 ALLOCATIONS = Registry("allocation")
 
@@ -96,4 +96,4 @@ def check_ratios(layout: Layout, ratios: torch.Tensor, allocation: str, hint: st
                           f"{ratio:.4f} for {name}; {hint}")
 
 
-from symprune.prune.allocation import alpha, explicit, linear, owl, uniform  # noqa: E402,F401  (registration)
+import_components(__name__, __path__)  # every module registers its components

@@ -4,8 +4,8 @@ Each pattern's parameter dataclass checks its ranges and, through
 ``check_layer``, whether a layer's shape admits it, before any work starts.
 """
 
-from symprune.registry import Registry
+from symprune.registry import Registry, import_components
 
 PATTERNS = Registry("sparsity pattern", config_key="pattern")
 
-from symprune.prune.patterns import nm, unstructured  # noqa: E402,F401  (registration)
+import_components(__name__, __path__)  # every module registers its components

@@ -5,7 +5,7 @@ A refinement is called as ``fn(weight, pruned, scores=..., stats=..., layer=...,
 and returns ``(pruned, info)``, ``info`` being a dict of per-layer numbers for the run record.
 """
 
-from symprune.registry import Registry
+from symprune.registry import Registry, import_components
 
 REFINEMENTS = Registry("refinement")
 
@@ -16,4 +16,4 @@ def none(weight, pruned, **context):
     return pruned, {}
 
 
-from symprune.prune.refine import dsnot, r2dsnot  # noqa: E402,F401  (registration)
+import_components(__name__, __path__)  # every module registers its components

@@ -11,7 +11,7 @@ sparsity pattern's contract, choose the mask themselves and return updated weigh
 from dataclasses import dataclass
 
 from symprune.errors import ConfigError
-from symprune.registry import Registry
+from symprune.registry import Registry, import_components
 
 ROUTINGS = ("none", "gate")
 
@@ -31,4 +31,4 @@ class ScoreOptions:
 
 SCORES = Registry("score", options=ScoreOptions)
 
-from symprune.prune.scores import magnitude, obs_saliency, ria, sparsegpt, symwanda, wanda  # noqa: E402,F401  (registration)
+import_components(__name__, __path__)  # every module registers its components
