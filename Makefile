@@ -1,5 +1,6 @@
 # `make run` and `make test` set up .venv on first use, then run the default job / the tests.
 # `make lock` regenerates requirements/constraints.txt, the exact versions CI tests with.
+# `make docs-reference` regenerates docs/reference/configuration.md from the typed schemas.
 VENV ?= .venv
 PYTHON ?= python3
 PIP = $(VENV)/bin/python -m pip
@@ -9,7 +10,7 @@ CONSTRAINTS ?= requirements/constraints.txt
 ASSETS_DEFAULT := $(wildcard $(abspath ../shared/assets))
 export SYMPRUNE_ASSETS ?= $(ASSETS_DEFAULT)
 
-.PHONY: setup run test lock
+.PHONY: setup run test lock docs-reference
 setup: $(VENV)/.installed
 
 # torch first; then symprune and its dependencies at the locked versions (with the extra that ships
@@ -28,6 +29,9 @@ run: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest $(ARGS)
+
+docs-reference: setup
+	$(VENV)/bin/python -m symprune.config_reference --out docs/reference/configuration.md
 
 lock: setup
 	$(PIP) install uv
