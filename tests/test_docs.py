@@ -1,10 +1,12 @@
 """The documentation cannot drift from the code: the generated configuration reference equals what the code
 gives, it covers every registered component and every schema field, and what the schemas declare (allowed
-values, intervals) is what they enforce."""
+values, intervals) is what they enforce; the README and the pages name only options that exist, and every
+page is in the site's navigation."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 
@@ -130,3 +132,53 @@ def test_declared_constraints_are_enforced(schema, item):
         with pytest.raises(ConfigError):
             schema(**{item.name: bad})
 
+
+DOCS = REPO / "docs"
+OPTION = re.compile(r"(?<![\w./])(" + "|".join(map(re.escape, sorted(config_reference.groups(), key=len, reverse=True)))
+                    + r")=([\w,]+)")
+
+
+def _pages() -> list[Path]:
+    return [REPO / "README.md", *sorted(DOCS.rglob("*.md"))]
+
+
+def test_options_named_in_the_docs_exist():
+    """Every `GROUP=OPTION` the README and the pages name (sweeps too: `score=wanda,ria`) is an option file."""
+    options = {group: {path.stem for path in paths} for group, paths in config_reference.groups().items()}
+    named = 0
+    for page in _pages():
+        for match in OPTION.finditer(page.read_text()):
+            for option in filter(None, match.group(2).split(",")):  # a trailing comma is the sentence's
+                named += 1
+                assert option in options[match.group(1)], (
+                    f"{page.relative_to(REPO)} names {match.group(1)}={option}, which conf/{match.group(1)}/ lacks")
+    assert named > 50
+
+
+def test_configuration_page_lists_every_option():
+    page = (DOCS / "configuration.md").read_text()
+    for group, paths in config_reference.groups().items():
+        for path in paths:
+            assert f"`{path.stem}`" in page, f"docs/configuration.md does not list {group}={path.stem}"
+
+
+def test_every_page_is_in_the_site_navigation():
+    nav = (REPO / "mkdocs.yml").read_text()
+    for page in DOCS.rglob("*.md"):
+        assert f": {page.relative_to(DOCS).as_posix()}\n" in nav, f"mkdocs.yml's nav lacks {page.relative_to(REPO)}"
+
+
+def test_readme_is_the_front_door():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200, "README.md is the front door: at most 200 lines; the rest goes to docs/"
+    for command in ["make run", "make test", "symprune -m experiment=", "symprune-tables build",
+                    "symprune-tables report", "run/plan.py"]:
+        assert command in readme
+    packages = sorted(path.parent.relative_to(REPO).as_posix() for path in (REPO / "symprune").glob("*/__init__.py"))
+    for folder in packages:
+        assert f"`{folder}/`" in readme, f"the README's package map lacks {folder}/"
+    for prune_folder in sorted(path.parent.name for path in (REPO / "symprune" / "prune").glob("*/__init__.py")):
+        assert f"`symprune/prune/{prune_folder}/`" in readme
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)\s]*)?\)", readme):
+        if "://" not in target:
+            assert (REPO / target).exists(), f"README.md links to {target}, which does not exist"
