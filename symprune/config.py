@@ -24,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from symprune.data.bos import BOS_MODES
 from symprune.errors import ConfigError
 from symprune.model.placement import ACTIVATION_HOMES
+from symprune.options import NON_NEGATIVE, POSITIVE, option
 from symprune.prune.allocation import ALLOCATIONS
 from symprune.prune.patterns import PATTERNS
 from symprune.prune.refine import REFINEMENTS
@@ -61,33 +62,57 @@ class ShapeConfig:
     """A synthetic model's dimensions; None: the size preset's."""
 
     hidden_size: Optional[int] = None
+    """Width of the hidden states."""
     intermediate_size: Optional[int] = None
+    """Width of the MLP's inner layer."""
     num_layers: Optional[int] = None
+    """Number of decoder blocks."""
     num_heads: Optional[int] = None
+    """Attention heads (must divide hidden_size)."""
     num_kv_heads: Optional[int] = None
+    """Key-value heads (grouped-query attention; must divide num_heads)."""
     vocab_size: Optional[int] = None
+    """Vocabulary size."""
     max_positions: Optional[int] = None
+    """Longest sequence the model accepts."""
 
 
 @dataclass
 class ModelConfig:
+    """The model to prune: a hub id, a local directory or GGUF file, a Python package shipping one, or a
+    synthetic model (conf/model/)."""
+
     name: str = MISSING
-    pretrained: Optional[str] = None  # hub id or local directory
-    package: Optional[str] = None  # or: an installed Python package whose folder holds the files
-    requirement: Optional[str] = None  # the pip requirement that installs `package` (without its dependencies)
-    gguf_file: Optional[str] = None  # a GGUF file inside that directory / package / hub repo
-    # or: a GGUF file shipped in chunk packages, "<package>/<path>" each, assembled into paths.cache as gguf_file
+    """The model's name in records and tables."""
+    pretrained: Optional[str] = None
+    """Hub id or local directory."""
+    package: Optional[str] = None
+    """Or: an installed Python package (import name) whose folder holds the files."""
+    requirement: Optional[str] = None
+    """The pip requirement that installs `package` (installed without its dependencies)."""
+    gguf_file: Optional[str] = None
+    """A GGUF file inside that directory, package or hub repository."""
     gguf_parts: List[str] = field(default_factory=list)
-    gguf_sha256: Optional[str] = None  # the assembled file's published SHA-256 (required with gguf_parts)
-    keep_files: List[str] = field(default_factory=list)  # files of `package` kept beside the assembled file (terms, notice)
-    dtype: str = "float32"
+    """Or: a GGUF file shipped in chunk packages, "<package>/<path>" of each chunk in order, assembled into
+    paths.cache as gguf_file."""
+    gguf_sha256: Optional[str] = None
+    """The assembled file's published SHA-256 (required with gguf_parts)."""
+    keep_files: List[str] = field(default_factory=list)
+    """Files of `package` kept beside the assembled file (terms of use, notice)."""
+    dtype: str = option("float32", choices="symprune.model.loading:DTYPES")
+    """The weights' dtype (every statistic is float32 whatever it is)."""
     revision: Optional[str] = None
+    """Hub revision (a commit, tag or branch); part of the run's identity."""
     trust_remote_code: bool = False
-    # or a synthetic model (symprune/model/synthetic.py): set by size and/or architecture, random weights
-    size: Optional[str] = None  # a preset of a real model's shape (llama2_7b, ...)
-    architecture: Optional[str] = None  # a transformers model type (llama, opt, ...); None: the preset's
-    shape: ShapeConfig = field(default_factory=ShapeConfig)  # dimensions replacing the preset's
-    seed: Optional[int] = None  # the random weights' seed (None: 0)
+    """Let transformers run the model repository's own code."""
+    size: Optional[str] = option(None, choices="symprune.model.synthetic:PRESETS")
+    """Synthetic model: a preset of a real model's shape (or null: every dimension from `shape`)."""
+    architecture: Optional[str] = None
+    """Synthetic model: a transformers model type (llama, opt, ...); null: the preset's."""
+    shape: ShapeConfig = field(default_factory=ShapeConfig)
+    """Synthetic model: dimensions replacing the preset's."""
+    seed: Optional[int] = None
+    """Synthetic model: the random weights' seed (null: 0)."""
 
     @property
     def synthetic(self) -> bool:
@@ -96,12 +121,21 @@ class ModelConfig:
 
 @dataclass
 class CalibrationConfig:
-    name: str = MISSING  # a dataset of symprune.data.DATASETS
-    nsamples: int = 128
-    seqlen: Any = 2048  # tokens per sample, or "model": the model's maximum context (Wanda's protocol)
+    """The calibration samples the statistics are collected on (conf/calibration/)."""
+
+    name: str = MISSING
+    """wikitext2 or c4 (symprune.data.DATASETS), random (seeded token ids), or a token file (.pt, .npy)."""
+    nsamples: int = option(128, range=POSITIVE)
+    """Number of calibration sequences."""
+    seqlen: Any = 2048
+    """Tokens per calibration sequence: a positive integer, or model: the model's maximum context (Wanda's
+    protocol), resolved when the run is planned."""
     seed: int = 0
-    batch_size: int = 1  # sequences per block forward; 1 reproduces the references bit for bit
-    bos: str = "stream"  # BOS token: stream (the references'), window (before every sample) or none (data/bos.py)
+    """Seed of the sampling (which documents and windows)."""
+    batch_size: int = option(1, range=POSITIVE)
+    """Sequences per block forward; 1 reproduces the references' statistics bit for bit."""
+    bos: str = option("stream", choices=BOS_MODES)
+    """BOS token: stream (the references'), window (before every sample) or none (data/bos.py)."""
 
     def __post_init__(self):
         _positive("calibration", nsamples=self.nsamples, batch_size=self.batch_size)
@@ -111,12 +145,21 @@ class CalibrationConfig:
 
 @dataclass
 class PerplexityConfig:
+    """Perplexity evaluation by the references' protocol (docs/methods.md §6)."""
+
     datasets: List[str] = field(default_factory=lambda: ["wikitext2"])
-    seqlen: Any = 2048  # tokens per window, or "model": the model's maximum context (Wanda's protocol)
-    batch_size: int = 1
-    max_windows: Optional[int] = None  # None: every window (the papers' protocol)
-    cache_dense: bool = True  # reuse the dense perplexity of an identical earlier evaluation (paths.cache)
-    bos: str = "stream"  # BOS token: stream (the references'), window (before every window) or none (data/bos.py)
+    """Evaluation sets: wikitext2, c4, random, or token files (.pt, .npy); empty: no perplexity."""
+    seqlen: Any = 2048
+    """Tokens per evaluation window: a positive integer, or model: the model's maximum context (Wanda's
+    protocol), resolved when the run is planned."""
+    batch_size: int = option(1, range=POSITIVE)
+    """Windows per forward pass."""
+    max_windows: Optional[int] = option(None, range=POSITIVE)
+    """Evaluate only the first this many windows; null: every window (the papers' protocol)."""
+    cache_dense: bool = True
+    """Reuse the dense perplexity of an identical earlier evaluation (paths.cache)."""
+    bos: str = option("stream", choices=BOS_MODES)
+    """BOS token: stream (the references'), window (before every window) or none (data/bos.py)."""
 
     def __post_init__(self):
         _positive("eval.perplexity", batch_size=self.batch_size, max_windows=self.max_windows)
@@ -128,10 +171,14 @@ class PerplexityConfig:
 class LocalTaskConfig:
     """An lm-eval task read from local files: lm-eval's prompt and metrics, symprune's data location."""
 
-    task: Optional[str] = None  # the lm-eval task whose definition is reused; None: the entry's own name
-    dataset_path: str = "json"  # the `datasets` builder that reads the files: json, parquet, csv, text
-    data_files: Dict[str, str] = field(default_factory=dict)  # split (train/validation/test) -> file
-    layout: Optional[str] = None  # a converter of the files' fields to the task's (symprune/evaluate/layouts.py)
+    task: Optional[str] = None
+    """The lm-eval task whose definition is reused; null: the entry's own name."""
+    dataset_path: str = "json"
+    """The `datasets` builder that reads the files: json (also JSON lines), parquet, csv, text."""
+    data_files: Dict[str, str] = field(default_factory=dict)
+    """Split (train, validation, test) → file; relative files are looked up under paths.assets."""
+    layout: Optional[str] = option(None, choices="symprune.evaluate.layouts:LAYOUTS")
+    """A converter of the files' fields to the task's (symprune/evaluate/layouts.py); null: none."""
 
     @classmethod
     def from_entry(cls, name: str, entry: dict) -> LocalTaskConfig:
@@ -146,17 +193,28 @@ class LocalTaskConfig:
 
 @dataclass
 class ZeroShotConfig:
-    tasks: List[str] = field(default_factory=list)  # lm-eval task names; empty: no zero-shot evaluation
-    # Tasks read from local files: name -> LocalTaskConfig's fields. Untyped here (checked in __post_init__)
-    # because OmegaConf cannot add entries to a dict of dataclasses from the command line.
+    """Zero-shot accuracy with lm-evaluation-harness on the model in memory."""
+
+    tasks: List[str] = field(default_factory=list)
+    """lm-eval task names (not groups or tags); empty: no zero-shot evaluation."""
+    # Untyped here (checked in __post_init__) because OmegaConf cannot add entries to a dict of dataclasses
+    # from the command line.
     local: Dict[str, Any] = field(default_factory=dict)
-    include_path: List[str] = field(default_factory=list)  # extra lm-eval task YAML directories
-    limit: Optional[int] = None  # examples per task (the first ones); None: all
-    num_fewshot: int = 0
-    batch_size: Any = 8  # a positive integer, or "auto" (lm-eval's search for the largest that fits)
-    dense: bool = True  # evaluate the dense model (once: cached, see cache_dense)
-    pruned: bool = True  # evaluate the pruned model
-    cache_dense: bool = True  # reuse the dense result of an identical earlier evaluation (paths.cache)
+    """Tasks read from local files: task name → the fields of eval.zeroshot.local.<task> below."""
+    include_path: List[str] = field(default_factory=list)
+    """Extra directories of lm-eval task YAMLs (your own task definitions)."""
+    limit: Optional[int] = option(None, range=POSITIVE)
+    """Examples per task, the first ones of each set; null: all."""
+    num_fewshot: int = option(0, range=NON_NEGATIVE)
+    """Few-shot examples per prompt (a local task needs a train file for them)."""
+    batch_size: Any = 8
+    """A positive integer, or auto (lm-eval's search for the largest batch that fits)."""
+    dense: bool = True
+    """Evaluate the dense model (once: cached, see cache_dense)."""
+    pruned: bool = True
+    """Evaluate the pruned model."""
+    cache_dense: bool = True
+    """Reuse the dense result of an identical earlier evaluation (paths.cache)."""
 
     def __post_init__(self):
         self.local = {name: LocalTaskConfig.from_entry(name, entry) for name, entry in self.local.items()}
@@ -176,9 +234,14 @@ class ZeroShotConfig:
 
 @dataclass
 class EvalConfig:
-    dense: bool = True  # also evaluate the model's perplexity before pruning
+    """What is evaluated before and after pruning (conf/eval/)."""
+
+    dense: bool = True
+    """Also evaluate the model's perplexity before pruning."""
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
+    """Perplexity evaluation."""
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    """Zero-shot evaluation."""
 
 
 @dataclass
@@ -186,13 +249,20 @@ class LoggerConfig:
     """W&B settings. ``None`` leaves a setting to W&B's environment (WANDB_MODE, WANDB_PROJECT,
     WANDB_ENTITY, WANDB_DIR) and, where that is unset too, to symprune's default (loggers.py)."""
 
-    backend: str = "wandb"
-    mode: Optional[str] = None  # online | offline | disabled
+    backend: str = option("wandb", choices=LOGGER_BACKENDS)
+    """Experiment tracking backend; none: only the run record."""
+    mode: Optional[str] = option(None, choices=WANDB_MODES)
+    """W&B mode; null: WANDB_MODE, else offline."""
     project: Optional[str] = None
+    """W&B project; null: WANDB_PROJECT, else symprune."""
     entity: Optional[str] = None
-    dir: Optional[str] = None  # where W&B writes its files
-    group: Optional[str] = None  # default: one group per multirun sweep
+    """W&B entity; null: WANDB_ENTITY, else W&B's default."""
+    dir: Optional[str] = None
+    """Where W&B writes its files; null: WANDB_DIR, else the run directory."""
+    group: Optional[str] = None
+    """W&B group; null: one group per multirun sweep."""
     tags: List[str] = field(default_factory=list)
+    """Extra W&B tags (the experiment's name is always one)."""
 
     def __post_init__(self):
         if self.backend not in LOGGER_BACKENDS:
@@ -203,10 +273,16 @@ class LoggerConfig:
 
 @dataclass
 class PlacementConfig:
-    offload_blocks: bool = False  # blocks wait on the CPU and visit the compute device one at a time
-    activations: str = "compute"  # calibration activations: compute (device), cpu, or disk (memory-mapped)
-    disk_dir: Optional[str] = None  # where disk activations go (default: the system temp directory)
-    device_map: Optional[str] = None  # accelerate's device_map at load ("auto", "balanced", ...): blocks run where they live
+    """Where weights and calibration activations live while the model is pruned and evaluated (conf/placement/)."""
+
+    offload_blocks: bool = False
+    """Blocks wait on the CPU and visit the compute device one at a time."""
+    activations: str = option("compute", choices=ACTIVATION_HOMES)
+    """Calibration activations: compute (the device), cpu, or disk (memory-mapped files)."""
+    disk_dir: Optional[str] = None
+    """Where disk activations go; null: the system's temporary directory."""
+    device_map: Optional[str] = None
+    """accelerate's device_map at load (auto, balanced, balanced_low_0, sequential): blocks run where they live."""
 
     def __post_init__(self):
         if self.activations not in ACTIVATION_HOMES:
@@ -217,37 +293,67 @@ class PlacementConfig:
 
 @dataclass
 class PathsConfig:
-    assets: Optional[str] = None  # offline assets directory; set: data are read from files there
-    cache: Optional[str] = "outputs/cache"  # results worth reusing across runs (dequantised GGUF models, dense perplexity and zero-shot scores, AlphaPruning spectra)
+    """Every filesystem location symprune reads or reuses (conf/paths/)."""
+
+    assets: Optional[str] = None
+    """Offline assets directory (default: $SYMPRUNE_ASSETS); set: data are read from files there."""
+    cache: Optional[str] = "outputs/cache"
+    """Results worth reusing across runs (dequantised GGUF models, dense results, AlphaPruning's spectra); null: no
+    cache."""
 
 
 @dataclass
 class RunConfig:
+    """One run: the options of every config group and the run's own switches (conf/config.yaml)."""
+
     model: ModelConfig = MISSING
+    """The model (conf/model/)."""
     calibration: CalibrationConfig = MISSING
+    """The calibration samples (conf/calibration/)."""
     score: Any = MISSING
+    """The score: a registered score and its parameters (conf/score/)."""
     sparsity: Any = MISSING
+    """The sparsity pattern: a registered pattern and its parameters (conf/sparsity/)."""
     refine: Any = MISSING
-    allocation: Any = field(default_factory=lambda: {"name": "uniform"})  # layer-wise ratios (prune/allocation/)
-    # regular expressions over the blocks' matrix names (prune/targets.py); null: every matrix but the routers
+    """The refinement of the first mask: a registered refinement and its parameters (conf/refine/)."""
+    allocation: Any = field(default_factory=lambda: {"name": "uniform"})
+    """How the ratio is spread over the pruned matrices: a registered allocation and its parameters
+    (conf/allocation/, symprune/prune/allocation/)."""
     targets: Optional[List[str]] = None
+    """Regular expressions over the blocks' matrix names (prune/targets.py); null: every matrix but the routers."""
     ignore: List[str] = field(default_factory=list)
+    """Regular expressions of matrix names left dense."""
     eval: EvalConfig = MISSING
+    """The evaluation (conf/eval/)."""
     logger: LoggerConfig = MISSING
+    """Experiment tracking (conf/logger/)."""
     placement: PlacementConfig = field(default_factory=PlacementConfig)
+    """Where weights and activations live (conf/placement/)."""
     paths: PathsConfig = field(default_factory=PathsConfig)
-    save_model: Optional[str] = None  # directory to save the pruned model to (save_pretrained + tokenizer)
-    save_semi_structured: bool = False  # with 2:4 masks and CUDA: also export PyTorch's semi-structured format
-    save_masks: bool = True  # write masks.safetensors (every pruned layer's zeros) beside results.json
-    mask_from: Optional[str] = None  # a run directory or mask file: apply its masks instead of the pattern's
-    device: str = "auto"  # auto (CUDA when available), cpu, cuda, cuda:N
+    """Filesystem locations (conf/paths/)."""
+    save_model: Optional[str] = None
+    """Directory to save the pruned model to (save_pretrained and the tokenizer); must be new or empty."""
+    save_semi_structured: bool = False
+    """With 2:4 masks and CUDA: also export PyTorch's semi-structured format."""
+    save_masks: bool = True
+    """Write masks.safetensors (every pruned layer's zeros) beside results.json."""
+    mask_from: Optional[str] = None
+    """A run directory or mask file: apply its masks instead of the pattern's."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu, cuda, cuda:N."""
     progress: bool = True
-    resume: bool = True  # multirun: skip jobs whose config already has a run record in the sweep directory
-    continue_on_error: bool = False  # multirun: run the valid jobs of a sweep with invalid ones, report those at the end
-    reuse_from: List[str] = field(default_factory=list)  # multirun: earlier sweeps whose records of the same config are reused
-    # multirun: reuse (resume, reuse_from) a record of the same identity made with other library versions or code
+    """Show progress bars."""
+    resume: bool = True
+    """Multirun: skip jobs whose config already has a run record in the sweep directory."""
+    continue_on_error: bool = False
+    """Multirun: run the valid jobs of a sweep that has invalid ones, and report those at the end."""
+    reuse_from: List[str] = field(default_factory=list)
+    """Multirun: directories of earlier sweeps whose records of the same config are reused."""
     reuse_accept_env: bool = False
-    allow_dirty: bool = False  # experiment sweeps on a checkout whose symprune/, conf/ or hydra_plugins/ differ from its commit
+    """Multirun: reuse (resume, reuse_from) a record of the same identity made with other library versions or
+    code."""
+    allow_dirty: bool = False
+    """Experiment sweeps on a checkout whose symprune/, conf/ or hydra_plugins/ differ from its commit."""
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -33,6 +33,8 @@ class NoParams:
 
 @dataclass(frozen=True)
 class Entry:
+    """A registered component: its name, function, parameter dataclass and registration attributes."""
+
     name: str
     fn: Callable[..., Any]
     params: type
@@ -68,8 +70,10 @@ class Built:
 
 
 class Registry:
-    """``options``: a dataclass of settings that every component of the kind takes beside its own parameters and
-    that the driver reads rather than the component's function (e.g. how expert statistics are weighted)."""
+    """The components of one kind (scores, sparsity patterns, ...) by name; ``config_key`` is the key of the
+    config node that names one (``name``, or ``pattern`` for sparsity patterns); ``options``: a dataclass of
+    settings that every component of the kind takes beside its own parameters and that the driver reads rather
+    than the component's function (e.g. how expert statistics are weighted)."""
 
     def __init__(self, kind: str, config_key: str = "name", options: type | None = None):
         self.kind = kind
@@ -81,6 +85,10 @@ class Registry:
         return [option.name for option in dataclasses.fields(self.options)] if self.options else []
 
     def register(self, name: str, params: type = NoParams, **meta: Any):
+        """Decorator: register the function under ``name`` with its parameter dataclass ``params``. ``meta``
+        holds registration attributes the caller reads (a score's ``stats`` and ``group``, ...), each a value
+        or a function of the bound parameters (``Built.meta``)."""
+
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries:
                 raise RuntimeError(f"{self.kind} '{name}' is registered twice")
@@ -90,9 +98,11 @@ class Registry:
         return decorator
 
     def names(self) -> list[str]:
+        """Every registered name, sorted."""
         return sorted(self._entries)
 
     def get(self, name: str) -> Entry:
+        """The entry registered under ``name``; an unknown name is a ``ConfigError`` listing the valid ones."""
         if name not in self._entries:
             raise ConfigError(
                 f"unknown {self.kind} '{name}'; valid {self.kind} names: {', '.join(self.names())}"

@@ -65,7 +65,7 @@ def refine(refinement, pattern, weight, stats, score="wanda", layer="model.layer
     return first, refined, info, scores, method.refine.param_dict()
 
 
-# --- the plain per-row loop, written from docs/methods.md §4.1 and the README, one row at a time ---------------
+# --- the plain per-row loop, written from docs/methods.md §4.1 and §8, one row at a time ---------------
 
 
 def loop_refine(weight, pruned, scores, stats, m, *, max_cycles=50, update_threshold=0.1, var_power=1.0,
@@ -476,7 +476,7 @@ def test_wide_random_masks_equal_the_reference(pattern):
 
 
 def test_the_reference_can_change_a_rows_zeros_on_narrow_layers():
-    """The narrow-layer defect symprune does not copy (README, Refinement): on a narrow layer the reference's
+    """The narrow-layer defect symprune does not copy (docs/methods.md §8): on a narrow layer the reference's
     growing pointer reaches kept weights (value 0 in its order) and a row ends with extra zeros."""
     changed = 0
     for seed in range(10):  # 7 cycles: the reference's pruning pointer would run past its list after 8

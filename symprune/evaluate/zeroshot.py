@@ -123,7 +123,7 @@ class ZeroShotSuite:
                 self.manager.load([spec])
             except Exception as error:  # datasets and lm-eval raise many types for unreadable data
                 hint = "" if name in self.local else (
-                    " Offline, read the data from local files: eval=zeroshot_offline or eval.zeroshot.local (README)"
+                    " Offline, read the data from local files: eval=zeroshot_offline or eval.zeroshot.local (docs/zeroshot.md)"
                 )
                 raise ConfigError(f"cannot load the data of zero-shot task '{name}' ({type(error).__name__}: {error}).{hint}") from None
             origins[name] = self.local[name].describe() if name in self.local else (

@@ -24,7 +24,7 @@ SCHEMA_VERSION = 3
 
 @dataclass
 class RunRecord:
-    """Everything that produced a run's numbers, and the numbers (README, "The run record", has a field table)."""
+    """Everything that produced a run's numbers, and the numbers (docs/records.md, "The run record", has a field table)."""
 
     config: dict[str, Any]  # the resolved run config
     choices: dict[str, str]  # the option chosen in every config group (Hydra's choices)

@@ -24,6 +24,7 @@ import torch
 
 from symprune.errors import ConfigError
 from symprune.evaluate.cache import CacheEntry, cache_entry
+from symprune.options import UNIT, option
 from symprune.prune.allocation import ALLOCATIONS, EvidenceCache, Layout, unit_range
 from symprune.provenance import numerics
 
@@ -39,9 +40,14 @@ SVD_DTYPE = torch.float32
 
 @dataclass
 class AlphaParams:
-    epsilon: float = 0.3  # ratios span target × [1 − ε, 1 + ε] before scaling (reference: epsilon)
-    metric: str = "alpha_peak"
-    mapping: str = "block_wise"
+    """AlphaPruning's parameters, with the reference's defaults."""
+
+    epsilon: float = option(0.3, range=UNIT)
+    """ε: ratios span target × [1 − ε, 1 + ε] before scaling (reference: epsilon)."""
+    metric: str = option("alpha_peak", choices=METRICS)
+    """alpha_peak: x_min near the spectrum's histogram peak; alpha_mid: the middle eigenvalue."""
+    mapping: str = option("block_wise", choices=MAPPINGS)
+    """block_wise: each block takes its matrices' mean α; layer_wise: each matrix its own."""
 
     def __post_init__(self):
         if not 0.0 <= self.epsilon < 1.0:

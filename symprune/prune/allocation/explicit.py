@@ -15,7 +15,11 @@ from symprune.prune.targets import check_patterns
 
 @dataclass
 class ListParams:
-    ratios: Any = None  # [r_0, …, r_{L-1}] per block, or {regex: ratio}
+    """Explicit ratios, averaging sparsity.ratio over the pruned weights."""
+
+    ratios: Any = None
+    """[r_0, …, r_{L-1}], one per block, or {regex: ratio} (the first pattern found in a name wins); each in
+    [0, 1)."""
 
     def __post_init__(self):
         if isinstance(self.ratios, dict):

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from symprune.errors import ConfigError
+from symprune.options import UNIT, option
 from symprune.prune.allocation import ALLOCATIONS, Layout, shift_to_target
 
 DIRECTIONS = ("rising", "falling")
@@ -12,8 +13,12 @@ DIRECTIONS = ("rising", "falling")
 
 @dataclass
 class LinearParams:
-    spread: float = 0.1
-    direction: str = "rising"  # rising: deeper blocks are pruned more
+    """Ratios changing linearly over the depth, averaging sparsity.ratio."""
+
+    spread: float = option(0.1, range=UNIT)
+    """The last block's ratio minus the first's (absolute value)."""
+    direction: str = option("rising", choices=DIRECTIONS)
+    """rising: deeper blocks are pruned more; falling: less."""
 
     def __post_init__(self):
         if not 0.0 <= self.spread < 1.0:

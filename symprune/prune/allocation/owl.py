@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from symprune.errors import ConfigError
+from symprune.options import UNIT, Range, option
 from symprune.prune.allocation import ALLOCATIONS, Layout, shift_to_target, unit_range
 from symprune.prune.totals import ordered_total
 
@@ -30,9 +31,16 @@ REFERENCE_FLOOR = 0.01  # the reference's sparsity for a block whose allocated s
 
 @dataclass
 class OWLParams:
-    M: float = 5.0  # a score is an outlier above M × the block's mean score (reference: Hyper_m)
-    lam: float = 0.08  # λ: block sparsities span target ± λ (reference: Lamda)
-    out_of_range: str = "refuse"  # a block sparsity <= 0: refuse the run, or clip it to 0.01 as the reference does
+    """OWL's parameters (reference argument names: Hyper_m, Lamda)."""
+
+    M: float = option(5.0, range=Range(low=0, low_open=True))
+    """A score is an outlier above M × its block's mean score (reference: Hyper_m, whose argument default is
+    3; 5 is the value of the reference README's example commands)."""
+    lam: float = option(0.08, range=UNIT)
+    """λ: block sparsities span target ± λ (reference: Lamda, default 0.08)."""
+    out_of_range: str = option("refuse", choices=OUT_OF_RANGE)
+    """A block sparsity <= 0: refuse stops the run before pruning; clip prunes that block at 0.01 as the
+    reference does."""
 
     def __post_init__(self):
         if not self.M > 0:

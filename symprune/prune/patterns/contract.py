@@ -18,11 +18,19 @@ class PatternViolation(RuntimeError):
 
 @dataclass(frozen=True)
 class Contract:
-    ratio: float  # the fraction of each layer's weights pruned
-    block: int | None = None  # N:M: M, the width of the column blocks that each keep M - N weights; else None
-    pruned_per_block: int | None = None  # N:M: N
-    ties: str = "topk"  # N:M: which of a block's equal scores a method that selects its own mask prunes (nm_mask)
-    group: str | None = None  # unstructured: "row" (exactly int(d_in·ratio) per row) or "layer" (at least int(numel·ratio))
+    """What a pattern promises about every mask: read by methods that choose their own mask (SparseGPT), by
+    refinements and by the driver, which checks each layer's final mask with ``violation``."""
+
+    ratio: float
+    """The fraction of each layer's weights pruned."""
+    block: int | None = None
+    """N:M: M, the width of the column blocks that each keep M - N weights; else None."""
+    pruned_per_block: int | None = None
+    """N:M: N."""
+    ties: str = "topk"
+    """N:M: which of a block's equal scores a method that selects its own mask prunes (``nm_mask``)."""
+    group: str | None = None
+    """Unstructured: "row" (exactly int(d_in·ratio) per row) or "layer" (at least int(numel·ratio))."""
 
     def violation(self, pruned: torch.Tensor) -> str | None:
         """Why a (d_out, d_in) boolean mask (True = pruned) breaks the contract, or None if it keeps it."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from symprune.errors import ConfigError
+from symprune.options import POSITIVE, option
 from symprune.prune.patterns import PATTERNS
 from symprune.prune.patterns.contract import Contract
 from symprune.prune.patterns.permutation import channel_permutation
@@ -28,10 +29,16 @@ CONVENTION = (
 
 @dataclass
 class NMParams:
-    n: int = 2
-    m: int = 4
-    permutation: str = "none"
-    ties: str = "topk"  # which of a block's equal scores are pruned: see nm_mask
+    """N of every M consecutive input weights of a row pruned (N counts the pruned weights; N < M)."""
+
+    n: int = option(2, range=POSITIVE)
+    """N, the weights pruned in every block (less than m)."""
+    m: int = option(4, range=POSITIVE)
+    """M, the block width (every layer's input width must be divisible by it)."""
+    permutation: str = option("none", choices=PERMUTATIONS)
+    """RIA's channel permutation: none, heuristic (channel reallocation) or lsa (then linear-sum assignment)."""
+    ties: str = option("topk", choices=TIE_RULES)
+    """Which of a block's equal scores are pruned: topk (the references' torch.topk) or stable (lower column)."""
 
     def __post_init__(self):
         if self.permutation not in PERMUTATIONS:

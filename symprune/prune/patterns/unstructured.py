@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from symprune.errors import ConfigError
+from symprune.options import UNIT, option
 from symprune.prune.patterns import PATTERNS
 from symprune.prune.patterns.contract import Contract
 
@@ -13,11 +14,13 @@ GROUPS = ("auto", "row", "layer")
 
 @dataclass
 class UnstructuredParams:
-    ratio: float = 0.5
-    # "row": every output row loses int(d_in·ratio) weights (Wanda's rule);
-    # "layer": the references' whole-layer threshold, ties included (magnitude's and RIA's rule);
-    # "auto": the group the score's reference uses.
-    group: str = "auto"
+    """A fraction ``ratio`` of every pruned matrix's weights, compared per row or per layer."""
+
+    ratio: float = option(0.5, range=UNIT)
+    """The target sparsity (with an allocation: the mean over the pruned weights)."""
+    group: str = option("auto", choices=GROUPS)
+    """row: every output row loses int(d_in·ratio) weights (Wanda's rule); layer: the references' whole-layer
+    threshold, ties included (magnitude's and RIA's rule); auto: the group the score's reference uses."""
 
     def __post_init__(self):
         if not 0.0 <= self.ratio < 1.0:

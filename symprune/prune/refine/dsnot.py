@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import torch
 
 from symprune.errors import ConfigError
+from symprune.options import NON_NEGATIVE, POSITIVE, option
 from symprune.prune.patterns.contract import Contract
 from symprune.prune.patterns.nm import nm_mask
 from symprune.prune.refine import REFINEMENTS
@@ -34,13 +35,19 @@ STATS = frozenset({"sq_norm", "mean_sum", "var"})
 
 @dataclass
 class DSnoTParams:
-    max_cycles: int = 50  # reference: max_cycle_time
-    update_threshold: float = 0.1  # a row stops once |e_i| <= this (reference: update_threshold)
-    var_power: float = 1.0  # γ: growing candidates ranked by c_ij / var_j^γ (reference: pow_of_var_regrowing)
-    # Also stop a row when a swap would flip e_i's sign. None: the reference's rule per path (off for
-    # unstructured masks, where its flag cannot turn it on; on for N:M).
+    """Training-free grow/prune swaps on the first mask (docs/methods.md §4.1); the reference's defaults."""
+
+    max_cycles: int = option(50, range=POSITIVE)
+    """At most this many swap cycles (reference: max_cycle_time)."""
+    update_threshold: float = option(0.1, range=NON_NEGATIVE)
+    """A row stops once |e_i| ≤ this (reference: update_threshold)."""
+    var_power: float = option(1.0, range=NON_NEGATIVE)
+    """γ: growing candidates ranked by c_ij / var_j^γ (reference: pow_of_var_regrowing)."""
     same_sign: Optional[bool] = None
-    sublayers: str = "attention"  # attention | mlp | all (reference: skip_layer=mlp, i.e. attention only)
+    """Also stop a row when a swap would flip e_i's sign; null: the reference's rule per path (off for
+    unstructured masks, where its flag cannot turn it on; on for N:M)."""
+    sublayers: str = option("attention", choices=SUBLAYERS)
+    """Which layers are refined: attention, mlp or all (reference: skip_layer=mlp, i.e. attention only)."""
 
     def __post_init__(self):
         if self.max_cycles <= 0:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from symprune.errors import ConfigError
+from symprune.options import NON_NEGATIVE, Range, option
 from symprune.prune.refine import REFINEMENTS
 from symprune.prune.refine.dsnot import STATS, DSnoTParams, Rankings, dsnot_rankings, refine_layer
 from symprune.prune.scores.norms import weight_lp_norm
@@ -31,12 +32,20 @@ REWEIGHT_PHASES = ("none", "grow", "prune", "both")
 
 @dataclass
 class R2DSnoTParams(DSnoTParams):
-    reweight: str = "prune"  # which phase's ranking ρ multiplies: none | grow | prune | both
-    norm_p: float = 1.0  # p of the ℓp norms in ρ and s (1: RIA's sums)
-    reweight_scale: float = 1.0  # the relative-importance scaling factor in ρ
-    alpha: float = 0.5  # activation exponent of the unstructured pruning importance (DSnoT: 1)
-    gamma1: float = 0.0  # weight of the ℓp regulariser s in the pruning importance
-    gamma2: float = 0.0  # weight of s in the accept rule; 0: no accept rule
+    """DSnoT's parameters and R²-DSnoT's own (docs/methods.md §4.2)."""
+
+    reweight: str = option("prune", choices=REWEIGHT_PHASES)
+    """Which phase's ranking ρ multiplies: none, grow, prune or both."""
+    norm_p: float = option(1.0, range=Range(low=1))
+    """p of the ℓp norms in ρ and s (1: RIA's sums; inf allowed)."""
+    reweight_scale: float = option(1.0, range=Range(low=0, low_open=True))
+    """The relative-importance scaling factor in ρ (a finite number)."""
+    alpha: float = option(0.5, range=NON_NEGATIVE)
+    """Activation exponent of the unstructured pruning importance |W_ij| · ‖X_:,j‖^α (DSnoT: 1)."""
+    gamma1: float = option(0.0, range=NON_NEGATIVE)
+    """γ₁: weight of the ℓp regulariser s in the pruning importance."""
+    gamma2: float = option(0.0, range=NON_NEGATIVE)
+    """γ₂: weight of s in the accept rule; 0: no accept rule."""
 
     def __post_init__(self):
         super().__post_init__()

@@ -1,6 +1,7 @@
 """Score functions: weight (d_out × d_in) and layer statistics in, scores out (higher = kept).
 
-Each module registers its functions in ``SCORES`` with the statistics they read
+A score is called as ``fn(weight, stats, **params)`` (``stats``: the layer's ``LayerStats``) and returns
+scores of the weight's shape. Each module registers its functions in ``SCORES`` with the statistics they read
 (``stats=``) and the unstructured comparison group their reference uses
 (``group=``: "row" or "layer"), which ``sparsity.group=auto`` follows. Either may be
 a function of the parameters. ``takes_layer=True`` scores also receive the layer's
@@ -11,6 +12,7 @@ sparsity pattern's contract, choose the mask themselves and return updated weigh
 from dataclasses import dataclass
 
 from symprune.errors import ConfigError
+from symprune.options import option
 from symprune.registry import Registry, import_components
 
 ROUTINGS = ("none", "gate")
@@ -20,9 +22,9 @@ ROUTINGS = ("none", "gate")
 class ScoreOptions:
     """Settings of every score, read by the driver when it collects statistics."""
 
-    # an expert's statistics: none (its routed tokens as they are) or gate (each routed token's input scaled by
-    # its routing weight for that expert, as MoE-Pruner does; fused experts only)
-    routing: str = "none"
+    routing: str = option("none", choices=ROUTINGS)
+    """An expert's statistics: none (its routed tokens as they are) or gate (each routed token's inputs scaled by
+    its routing weight for that expert, as MoE-Pruner does; fused experts only)."""
 
     def __post_init__(self):
         if self.routing not in ROUTINGS:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from symprune.errors import ConfigError
+from symprune.options import Range, option
 from symprune.prune.scores import SCORES
 from symprune.prune.scores.sparsegpt import inverse_hessian_factor
 from symprune.prune.stats import LayerStats
@@ -21,7 +22,8 @@ from symprune.prune.stats import LayerStats
 
 @dataclass
 class SparseGPTSaliencyParams:
-    percdamp: float = 0.01
+    percdamp: float = option(0.01, range=Range(low=0, low_open=True))
+    """Dampening added to the Hessian's diagonal, as a fraction of its mean diagonal (SparseGPT's percdamp)."""
 
     def __post_init__(self):
         if not self.percdamp > 0:

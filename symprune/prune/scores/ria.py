@@ -10,7 +10,10 @@ from symprune.prune.stats import LayerStats
 
 @dataclass
 class RIAParams:
-    a: float = 0.5  # activation exponent; a = 0 is RI (no activations)
+    """(|W_ij| / Σ_k |W_kj| + |W_ij| / Σ_k |W_ik|) · ‖X_:,j‖^a, in the reference's op order."""
+
+    a: float = 0.5
+    """Activation exponent (a finite number); a = 0 is RI (no activations)."""
 
     def __post_init__(self):
         if not math.isfinite(self.a):

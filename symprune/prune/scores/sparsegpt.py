@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from symprune.errors import ConfigError
+from symprune.options import POSITIVE, Range, option
 from symprune.prune.patterns.contract import Contract
 from symprune.prune.patterns.nm import nm_mask
 from symprune.prune.scores import SCORES
@@ -24,8 +25,12 @@ from symprune.prune.stats import LayerStats
 
 @dataclass
 class SparseGPTParams:
-    blocksize: int = 128
-    percdamp: float = 0.01
+    """Optimal-brain-surgeon pruning with weight updates (docs/methods.md §2.3)."""
+
+    blocksize: int = option(128, range=POSITIVE)
+    """Columns per block: the mask is chosen and the error spread block by block."""
+    percdamp: float = option(0.01, range=Range(low=0, low_open=True))
+    """Dampening: percdamp × mean(diag H) is added to the Hessian's diagonal."""
 
     def __post_init__(self):
         if self.blocksize < 1:

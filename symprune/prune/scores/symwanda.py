@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from symprune.errors import ConfigError
+from symprune.options import Range, option
 from symprune.prune.scores import SCORES
 from symprune.prune.scores.norms import weight_lp_norm
 from symprune.prune.stats import LayerStats
@@ -37,17 +38,30 @@ INPUT_SIDE, OUTPUT_SIDE = 0, 1  # the dim a side's factor reduces over: columns 
 
 @dataclass
 class SymWandaParams:
-    input: str = "activation"  # A_j
-    output: str = "zero"  # B_i
+    """S_ij = (w_in · |W_ij| · A_j + w_out · |W_ij| · B_i) · ‖X_:,j‖₂^a (docs/methods.md §2.1)."""
+
+    input: str = option("activation", choices=FACTORS)
+    """A_j, the input-side factor (one value per column j)."""
+    output: str = option("zero", choices=FACTORS)
+    """B_i, the output-side factor (one value per row i)."""
     w_in: float = 1.0
+    """Weight of the input-side term (a finite number)."""
     w_out: float = 1.0
-    p: float = 1.0  # norm of inv_lp
-    a: float = 0.0  # activation exponent of the multiplicative ‖X_:,j‖^a factor (0: none)
-    beta: float = 0.1  # inv_sampled: fraction of a column's / row's entries drawn, ⌈β·length⌉ of them
-    rescale: bool = False  # inv_sampled: divide the subset sum by β (an unbiased estimate of the full sum)
-    replacement: bool = False  # inv_sampled: draw with replacement
-    seed: int = 0  # inv_sampled: each layer draws from seed and its name, so runs repeat exactly
-    reference_group: str = "layer"  # the comparison group sparsity.group=auto uses for this preset
+    """Weight of the output-side term (a finite number)."""
+    p: float = option(1.0, range=Range(low=1))
+    """p of the inv_lp factor's norm (inf: the max-norm)."""
+    a: float = 0.0
+    """Activation exponent of the multiplicative ‖X_:,j‖^a factor (0: none; a finite number)."""
+    beta: float = option(0.1, range=Range(low=0, high=1, low_open=True))
+    """inv_sampled: fraction of a column's or row's entries drawn, ⌈β·length⌉ of them."""
+    rescale: bool = False
+    """inv_sampled: divide the subset sum by β (an unbiased estimate of the full sum)."""
+    replacement: bool = False
+    """inv_sampled: draw with replacement."""
+    seed: int = 0
+    """inv_sampled: each layer draws from seed and its name, so runs repeat exactly."""
+    reference_group: str = option("layer", choices=GROUPS)
+    """The comparison group sparsity.group=auto uses for this preset."""
 
     def __post_init__(self):
         for side in ("input", "output"):
