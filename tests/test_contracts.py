@@ -110,17 +110,17 @@ def test_sparsegpt_with_a_permutation_is_refused():
 
 def test_contract_violations_name_the_place():
     mask = nm_mask(torch.rand(4, 8), 2, 4)
-    assert Contract(0.5, block=4, pruned_per_block=2).violation(mask) is None
+    assert Contract(0.5, kind="nm", block=4, pruned_per_block=2).violation(mask) is None
     mask[2, 5] = ~mask[2, 5]
-    assert Contract(0.5, block=4, pruned_per_block=2).violation(mask) == (
+    assert Contract(0.5, kind="nm", block=4, pruned_per_block=2).violation(mask) == (
         f"1 blocks of 4 columns do not have exactly 2 pruned weights (e.g. row 2, columns 4-7: {int(mask[2, 4:8].sum())})"
     )
     rows = torch.zeros(3, 10, dtype=torch.bool)
     rows[:, :5] = True
-    assert Contract(0.5, group="row").violation(rows) is None
+    assert Contract(0.5, kind="unstructured", group="row").violation(rows) is None
     rows[1, 0] = False
-    assert Contract(0.5, group="row").violation(rows) == "1 rows do not have exactly 5 pruned weights (e.g. row 1: 4)"
-    assert Contract(0.6, group="layer").violation(rows) == "14 weights pruned, fewer than 18 (0.6 of 30)"
+    assert Contract(0.5, kind="unstructured", group="row").violation(rows) == "1 rows do not have exactly 5 pruned weights (e.g. row 1: 4)"
+    assert Contract(0.6, kind="unstructured", group="layer").violation(rows) == "14 weights pruned, fewer than 18 (0.6 of 30)"
 
 
 def test_the_driver_stops_at_a_layer_that_breaks_the_pattern(monkeypatch):

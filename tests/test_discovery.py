@@ -1,6 +1,7 @@
-"""A new score, refinement or allocation rule is one module in its package: the package imports every module
-it holds, so the module registers itself with no list to edit. A throwaway package of each kind, written to a
-temporary directory, is discovered and prunes a tiny model end to end."""
+"""A new score, refinement, allocation rule or sparsity pattern is one module in its package: the package imports
+every module it holds, so the module registers itself with no list to edit. A throwaway package of each kind,
+written to a temporary directory, is discovered and prunes a tiny model end to end. A pattern declares its kind
+of constraint, and a method that cannot keep that kind refuses it before any work."""
 
 import copy
 import importlib
@@ -12,9 +13,11 @@ import torch
 from conftest import tiny_model
 from test_driver import calibration
 
+from symprune.errors import ConfigError
 from symprune.prune.allocation import ALLOCATIONS
 from symprune.prune.driver import prune_model
 from symprune.prune.method import build_method
+from symprune.prune.patterns import PATTERNS
 from symprune.prune.refine import REFINEMENTS
 from symprune.prune.scores import SCORES
 
@@ -46,6 +49,49 @@ COMPONENTS = {
             rest = (target * sizes.sum() - low * sizes[first].sum()) / sizes[~first].sum()
             return torch.where(first, torch.full_like(sizes, low), torch.full_like(sizes, float(rest)))
     '''),
+    "pattern": ("symprune.prune.patterns", "PATTERNS", '''
+        from dataclasses import dataclass
+
+        import torch
+
+        from symprune.prune.patterns.contract import Contract
+
+
+        @dataclass(frozen=True)
+        class ColumnsContract(Contract):
+            def violation(self, pruned):
+                mixed = (pruned.any(dim=0) & ~pruned.all(dim=0)).sum()
+                return f"{int(mixed)} columns partly pruned" if mixed else None
+
+
+        @dataclass
+        class ColumnParams:
+            ratio: float = 0.5
+            permutes = False
+
+            @property
+            def target_sparsity(self):
+                return self.ratio
+
+            @property
+            def contract(self):
+                return ColumnsContract(ratio=self.ratio, kind="columns")
+
+            def column_order(self, scores):
+                return None
+
+            def check_layer(self, name, d_out, d_in):
+                pass
+
+
+        @PATTERNS.register("throwaway_columns", params=ColumnParams)
+        def columns(scores, ratio):
+            """Whole input columns, those with the lowest score sums."""
+            lowest = torch.argsort(scores.sum(dim=0), stable=True)[: int(scores.shape[1] * ratio)]
+            pruned = torch.zeros_like(scores, dtype=torch.bool)
+            pruned[:, lowest] = True
+            return pruned
+    '''),
 }
 
 
@@ -53,7 +99,7 @@ COMPONENTS = {
 def throwaway_package(tmp_path, monkeypatch):
     """Write ``<kind>`` component modules into a fresh package that discovers its modules the way symprune's
     component packages do; the registries are restored afterwards."""
-    for registry in (SCORES, REFINEMENTS, ALLOCATIONS):
+    for registry in (SCORES, REFINEMENTS, ALLOCATIONS, PATTERNS):
         monkeypatch.setattr(registry, "_entries", dict(registry._entries))
     monkeypatch.syspath_prepend(str(tmp_path))
 
@@ -77,6 +123,7 @@ def test_each_kind_is_discovered_from_its_module_alone(throwaway_package):
     assert "throwaway_column_norm" in SCORES.names()
     assert "throwaway_swap_in_first_row" in REFINEMENTS.names()
     assert "throwaway_first_block_dense" in ALLOCATIONS.names()
+    assert "throwaway_columns" in PATTERNS.names()
 
 
 def test_throwaway_components_prune_a_tiny_model_end_to_end(throwaway_package):
@@ -95,3 +142,16 @@ def test_throwaway_components_prune_a_tiny_model_end_to_end(throwaway_package):
     assert all(layer.info.get("swapped_rows") == 1 for layer in report.layers)
     name = "model.layers.1.self_attn.q_proj"
     assert not torch.equal(report.masks.mask(name), wanda.masks.mask(name))
+
+
+def test_a_pattern_of_a_new_kind_prunes_and_is_refused_by_methods_that_cannot_keep_it(throwaway_package):
+    throwaway_package("pattern")
+    columns = {"pattern": "throwaway_columns", "ratio": 0.25}
+    report = prune_model(tiny_model("llama"), build_method({"name": "wanda"}, columns, {"name": "none"}), calibration(),
+                         progress=False)
+    mask = report.masks.mask("model.layers.0.mlp.down_proj")
+    assert int(mask.all(dim=0).sum()) == mask.shape[1] // 4 and bool((mask.any(dim=0) == mask.all(dim=0)).all())
+    for score, refine, role in (("sparsegpt", "none", "score 'sparsegpt'"), ("wanda", "dsnot", "refine 'dsnot'")):
+        with pytest.raises(ConfigError, match=f"{role} keeps masks of the pattern kinds nm, unstructured; sparsity "
+                                              f"pattern 'throwaway_columns' is of kind 'columns'"):
+            build_method({"name": score}, columns, {"name": refine})

@@ -19,6 +19,7 @@ from symprune.model.structure import find_blocks, find_matrices, skeleton
 from symprune.model.support import check_architecture
 from symprune.prune.driver import capture_block_inputs, collect_stats, prune_model
 from symprune.prune.method import build_method
+from symprune.prune.scores import SCORES
 from symprune.prune.stats import StatsAccumulator
 from symprune.run.loggers import NoLogger
 from symprune.run.plan import plan_run
@@ -189,8 +190,8 @@ def test_owl_outlier_ratios_leave_out_the_experts_no_token_reached():
     with ActivationStore(Placement(CPU)) as store, torch.no_grad():
         inputs = capture_block_inputs(model, blocks, ids, 1, store, progress=False)
         ratios, _ = _dense_block_evidence(blocks, [find_matrices(block) for block in blocks],
-                                          lambda scores: outlier_ratio(scores, 5.0), inputs, frozenset(), Placement(CPU), False,
-                                          "none")
+                                          lambda scores: outlier_ratio(scores, 5.0), SCORES.build({"name": "wanda"}),
+                                          inputs, frozenset(), Placement(CPU), False, "none")
     assert float(ratios[0]) == outlier_ratio(reached, 5.0)
     assert outlier_ratio(reached, 5.0) != outlier_ratio(everything, 5.0)
     assert outlier_ratio(reached, 5.0) != outlier_ratio(unscaled, 5.0)  # the per-token scale matters here

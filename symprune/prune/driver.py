@@ -32,8 +32,8 @@ from symprune.prune.allocation import EvidenceCache, Layout, check_ratios
 from symprune.prune.method import PruningMethod
 from symprune.prune.patterns.contract import PatternViolation
 from symprune.prune.routed import hook_routed_stats, method_for_expert
-from symprune.prune.scores.wanda import wanda
-from symprune.prune.stats import STATISTICS, LayerStats, StatsAccumulator
+from symprune.prune.scores import SCORES
+from symprune.prune.stats import STATISTICS, TOKEN_SUMS, LayerStats, StatsAccumulator
 from symprune.prune.targets import Targets
 from symprune.registry import Built
 from symprune.timing import Timings
@@ -262,12 +262,11 @@ def prune_model(
     wanted = method.required_stats
     if wanted and calibration_ids is None:
         raise ValueError(f"the method needs calibration statistics {sorted(wanted)} but no calibration data was given")
-    allocates = allocation is not None and allocation.name != "uniform"
+    allocates = allocation is not None and allocation.meta("varies", True)
     measures_blocks = allocates and allocation.meta("block_evidence") is not None
     if measures_blocks and calibration_ids is None:
         raise ValueError(f"allocation '{allocation.name}' measures the dense model on calibration data, but none was given")
 
-    reports: list[LayerReport] = []
     masks = MaskSet()
     cache = EvidenceCache(cache_dir)
     with ActivationStore(placement) as store:
@@ -280,25 +279,37 @@ def prune_model(
                 ratios, inputs, block0_stats = allocate(blocks, selected, prefix, method.target_sparsity, allocation,
                                                         inputs, wanted, store, placement, progress, cache,
                                                         method.routing)
-        inputs = inputs if wanted else None
-        for index, block in enumerate(tqdm(blocks, desc="pruning blocks", disable=not progress)):
-            with visiting(block, placement):
-                device = placement.block_device(block)
-                stats = {}
-                if inputs is not None and selected[index]:
-                    if index == 0 and block0_stats is not None:
-                        stats = block0_stats
-                    else:
-                        with timings.measure("calibration_forward"):
-                            stats = collect_stats(block, selected[index], inputs, wanted, device, routing=method.routing)
-                reports += _prune_block(selected[index], prefix, index, method, ratios, stats,
-                                        inputs is not None, timings, masks)
-                if inputs is not None and index + 1 < len(blocks):
-                    with timings.measure("propagation"):
-                        run_block(block, inputs, device, inputs.spare)
-                        inputs.advance()
-            log.info("pruned block %d of %d", index + 1, len(blocks))
+        reports = _prune_blocks(blocks, selected, prefix, method, ratios, inputs if wanted else None, block0_stats,
+                                placement, timings, progress, masks)
     return PruneReport(reports, masks, cache.record())
+
+
+def _prune_blocks(blocks, selected: list[dict[str, Matrix]], prefix: str, method: PruningMethod,
+                  ratios: dict[str, float] | None, inputs: BlockInputs | None,
+                  block0_stats: dict[str, LayerStats] | None, placement: Placement, timings: Timings, progress: bool,
+                  masks: MaskSet) -> list[LayerReport]:
+    """Each block in turn: its statistics (block 0's from the allocation's dense pass when that measured them),
+    its masks, and its pruned outputs as the next block's inputs (``inputs`` None: a method without statistics)."""
+    reports: list[LayerReport] = []
+    for index, block in enumerate(tqdm(blocks, desc="pruning blocks", disable=not progress)):
+        with visiting(block, placement):
+            device = placement.block_device(block)
+            stats = {}
+            if inputs is not None and selected[index]:
+                if index == 0 and block0_stats is not None:
+                    stats = block0_stats
+                else:
+                    with timings.measure("calibration_forward"):
+                        stats = collect_stats(block, selected[index], inputs, method.required_stats, device,
+                                              routing=method.routing)
+            reports += _prune_block(selected[index], prefix, index, method, ratios, stats,
+                                    inputs is not None, timings, masks)
+            if inputs is not None and index + 1 < len(blocks):
+                with timings.measure("propagation"):
+                    run_block(block, inputs, device, inputs.spare)
+                    inputs.advance()
+        log.info("pruned block %d of %d", index + 1, len(blocks))
+    return reports
 
 
 def select_matrices(model: nn.Module, targets: Targets) -> list[dict[str, Matrix]]:
@@ -340,8 +351,9 @@ def allocate(blocks, selected: list[dict[str, Matrix]], prefix: str, target: flo
     elif per_block is not None:
         block0 = store.empty(tuple(inputs.hidden.shape), inputs.hidden.dtype)
         block0.copy_(inputs.hidden)
-        values, block0_stats = _dense_block_evidence(blocks, selected, per_block, inputs, wanted, placement, progress,
-                                                     routing)
+        scorer = SCORES.build({"name": allocation.meta("evidence_score")})
+        values, block0_stats = _dense_block_evidence(blocks, selected, per_block, scorer, inputs, wanted, placement,
+                                                     progress, routing)
         evidence = layout.per_layer(values)
         inputs = inputs.rewound(block0)
     ratios = allocation.fn(layout, target, evidence)
@@ -349,22 +361,23 @@ def allocate(blocks, selected: list[dict[str, Matrix]], prefix: str, target: flo
     return dict(zip(layout.names, ratios.tolist())), inputs, block0_stats
 
 
-def _dense_block_evidence(blocks, selected, measure, inputs: BlockInputs, wanted: frozenset[str], placement: Placement,
-                          progress: bool, routing: str) -> tuple[torch.Tensor, dict[str, LayerStats]]:
-    """``measure`` of each block's dense Wanda scores |W_ij|·‖X_:,j‖ (its selected matrices), with one pass per
-    block that both collects the statistics and propagates the dense outputs (NaN: a block without matrices);
-    and block 0's ``wanted`` statistics, collected in its pass too. An expert's scores are compared with the
-    others' per token (``per_token_scale``)."""
+def _dense_block_evidence(blocks, selected, measure, scorer: Built, inputs: BlockInputs, wanted: frozenset[str],
+                          placement: Placement, progress: bool, routing: str) -> tuple[torch.Tensor, dict[str, LayerStats]]:
+    """``measure`` of each block's dense ``scorer`` scores (e.g. Wanda's |W_ij|·‖X_:,j‖) of its selected
+    matrices, with one pass per block that both collects the statistics and propagates the dense outputs (NaN:
+    a block without matrices); and block 0's ``wanted`` statistics, collected in its pass too. An expert's
+    scores are compared with the others' per token (``per_token_scale``)."""
+    evidence_stats = frozenset(scorer.meta("stats", frozenset()))
     values = torch.full((len(blocks),), float("nan"), dtype=torch.float64)
     block0_stats = {}
     for index, (block, matrices) in enumerate(tqdm(list(zip(blocks, selected)), desc="allocation pass",
                                                    disable=not progress)):
         with visiting(block, placement):
-            needed = {"sq_norm", *wanted} if index == 0 else {"sq_norm"}
+            needed = evidence_stats | wanted if index == 0 else evidence_stats
             outputs = inputs.spare if index + 1 < len(blocks) else None  # the last block's outputs feed no block
             stats = collect_stats(block, matrices, inputs, needed, placement.block_device(block), outputs, routing)
             tokens = inputs.hidden.shape[1]
-            scores = [wanda(matrix.weight, per_token_scale(stats[name], tokens) if matrix.routed else stats[name])
+            scores = [scorer.fn(matrix.weight, per_token_scale(stats[name], tokens) if matrix.routed else stats[name])
                       for name, matrix in matrices.items()
                       if stats[name].n_tokens > 0]  # an expert no token reached has no evidence (its norms are 0)
             if scores:
@@ -376,11 +389,12 @@ def _dense_block_evidence(blocks, selected, measure, inputs: BlockInputs, wanted
 
 
 def per_token_scale(stats: LayerStats, tokens: int) -> LayerStats:
-    """An expert's squared input norms on the scale of a matrix that reads all ``tokens`` of every sequence:
-    per routed token, times ``tokens``. Its own statistics sum over the fewer tokens routed to it, so without
-    this a block-level rule would see the experts' scores lowered by their share of the tokens."""
+    """An expert's statistics that sum over tokens on the scale of a matrix that reads all ``tokens`` of every
+    sequence: per routed token, times ``tokens``. Its own statistics sum over the fewer tokens routed to it, so
+    without this a block-level rule would see the experts' scores lowered by their share of the tokens."""
     scale = stats.n_sequences * tokens / stats.n_tokens
-    return dataclasses.replace(stats, sq_norm=stats.sq_norm * scale)
+    return dataclasses.replace(stats, **{name: getattr(stats, name) * scale for name in TOKEN_SUMS
+                                         if getattr(stats, name) is not None})
 
 
 def _only(stats: LayerStats, wanted: frozenset[str]) -> LayerStats:

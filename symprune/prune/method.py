@@ -42,7 +42,7 @@ class PruningMethod:
     @property
     def needs_scores(self) -> bool:
         """Scores make the first mask; with given masks they still order a permutation or a refinement."""
-        return (self.given is None or self.pattern.params.permutes or self.refine.name != "none"
+        return (self.given is None or self.pattern.params.permutes or self.refine.meta("changes_mask", True)
                 or bool(self.score.meta("reconstructs")))
 
     @property
@@ -115,6 +115,15 @@ class PruningMethod:
         }
 
 
+def _check_pattern_kind(score: Built, refine: Built, kind: str, pattern: str) -> None:
+    """A score that chooses its own mask, or a refinement, must know the pattern's kind of constraint."""
+    for role, built in (("score", score), ("refine", refine)):
+        kinds = built.meta("pattern_kinds")
+        if kinds is not None and kind not in kinds:
+            raise ConfigError(f"{role} '{built.name}' keeps masks of the pattern kinds {', '.join(sorted(kinds))}; "
+                              f"sparsity pattern '{pattern}' is of kind '{kind}'")
+
+
 def build_method(score_cfg, sparsity_cfg, refine_cfg, given: MaskSet | None = None) -> PruningMethod:
     """Validate the three config nodes and resolve ``group=auto`` to the score's reference group.
     ``given``: saved masks to apply instead of the pattern's (``mask_from``)."""
@@ -124,8 +133,9 @@ def build_method(score_cfg, sparsity_cfg, refine_cfg, given: MaskSet | None = No
     group = getattr(pattern.params, "group", None)
     if group == "auto":
         pattern = Built(pattern.entry, dataclasses.replace(pattern.params, group=score.meta("group")))
+    _check_pattern_kind(score, refine, pattern.params.contract.kind, pattern.name)
     if score.meta("reconstructs"):
-        if refine.name != "none":
+        if refine.meta("changes_mask", True):
             raise ConfigError(
                 f"score '{score.name}' chooses its mask while updating the weights; refine must be 'none', "
                 f"not '{refine.name}'"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 STATISTICS = ("sq_norm", "mean_sum", "var", "hessian", "out_sq_norm")
+TOKEN_SUMS = ("sq_norm", "mean_sum", "hessian")  # per sequence, sums over its tokens (var: a per-token mean)
 
 
 @dataclass

@@ -169,7 +169,7 @@ def _plan_allocation(node, method: PruningMethod, shapes, targets: Targets) -> B
     """The allocation, checked against the pattern and (for rules that measure nothing) against the model's
     matrices, so a bad list or spread fails here."""
     allocation = ALLOCATIONS.build(node)
-    if allocation.name == "uniform":
+    if not allocation.meta("varies", True):
         return allocation
     if not method.allocates:
         raise ConfigError(f"allocation={allocation.name} gives the matrices different ratios, but sparsity pattern "

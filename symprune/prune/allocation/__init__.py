@@ -6,11 +6,15 @@ An allocation is called as ``fn(layout, target, evidence, **params)`` and return
 rule measures on the model, declared by the registration as a function of the bound parameters giving the measure:
 
 - ``block_evidence``: a function of one block's dense score matrices (e.g. OWL's outlier ratio), measured in a
-  dense calibration pass; each matrix gets its block's;
+  dense calibration pass with the score the registration names as ``evidence_score`` (taken from the score
+  registry, e.g. ``wanda``); each matrix gets its block's;
 - ``matrix_evidence``: a function ``(weight, cache)`` of one weight matrix, on its block's compute device, and
   the run's ``EvidenceCache`` (e.g. AlphaPruning's heavy-tail exponent, whose spectra the cache keeps across
   runs). A rule that caches nothing ignores ``cache``; one that does counts each look-up there, and the
   counts go to the run record.
+
+``varies=False`` marks a rule that gives every matrix the target (``uniform``): the driver then skips the
+allocation step.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def outlier_ratio(scores: list[torch.Tensor], M: float) -> float:
 
 
 @ALLOCATIONS.register("owl", params=OWLParams,
-                      block_evidence=lambda params: lambda scores: outlier_ratio(scores, params.M))
+                      block_evidence=lambda params: lambda scores: outlier_ratio(scores, params.M), evidence_score="wanda")
 def owl(layout: Layout, target: float, evidence: torch.Tensor, M: float, lam: float,
         out_of_range: str) -> torch.Tensor:
     """``evidence``: per matrix, its block's outlier ratio D_l."""

@@ -5,6 +5,6 @@ import torch
 from symprune.prune.allocation import ALLOCATIONS, Layout
 
 
-@ALLOCATIONS.register("uniform")
+@ALLOCATIONS.register("uniform", varies=False)
 def uniform(layout: Layout, target: float, evidence=None) -> torch.Tensor:
     return torch.full((len(layout.names),), float(target), dtype=torch.float64)

@@ -3,13 +3,21 @@
 Scores that choose their own mask (SparseGPT), refinements, saving and the driver's check after
 every layer read the contract instead of switching on pattern names. Masks are checked in the
 pattern's column order (after a channel permutation, if the pattern has one).
+
+A contract declares its ``kind`` (``KINDS``: the kinds symprune's methods know). A score that chooses its
+own mask or a refinement declares the kinds it can honour (its registration's ``pattern_kinds``), and a
+method given a pattern of another kind is refused when the run is planned, instead of being handled as
+unstructured. A pattern of a new kind gives a ``Contract`` subclass whose ``violation`` checks it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+UNSTRUCTURED, NM = "unstructured", "nm"
+KINDS = (UNSTRUCTURED, NM)
 
 
 class PatternViolation(RuntimeError):
@@ -23,6 +31,9 @@ class Contract:
 
     ratio: float
     """The fraction of each layer's weights pruned."""
+    kind: str = field(kw_only=True)
+    """What the pattern constrains: unstructured (a ratio per row or layer), nm (N of every M columns), or a
+    kind of a pattern's own."""
     block: int | None = None
     """N:M: M, the width of the column blocks that each keep M - N weights; else None."""
     pruned_per_block: int | None = None
@@ -34,8 +45,10 @@ class Contract:
 
     def violation(self, pruned: torch.Tensor) -> str | None:
         """Why a (d_out, d_in) boolean mask (True = pruned) breaks the contract, or None if it keeps it."""
+        if self.kind not in KINDS:
+            raise NotImplementedError(f"a pattern of kind '{self.kind}' checks its masks with a Contract subclass")
         rows, columns = pruned.shape
-        if self.block is not None:
+        if self.kind == NM:
             counts = pruned.reshape(rows, columns // self.block, self.block).sum(dim=-1)
             wrong = (counts != self.pruned_per_block).nonzero()
             if len(wrong):

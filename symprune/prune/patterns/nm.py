@@ -15,7 +15,7 @@ import torch
 from symprune.errors import ConfigError
 from symprune.options import POSITIVE, option
 from symprune.prune.patterns import PATTERNS
-from symprune.prune.patterns.contract import Contract
+from symprune.prune.patterns.contract import NM, Contract
 from symprune.prune.patterns.permutation import channel_permutation
 
 PERMUTATIONS = ("none", "heuristic", "lsa")  # lsa: heuristic reallocation, then linear-sum assignment
@@ -56,7 +56,7 @@ class NMParams:
 
     @property
     def contract(self) -> Contract:
-        return Contract(ratio=self.n / self.m, block=self.m, pruned_per_block=self.n, ties=self.ties)
+        return Contract(ratio=self.n / self.m, kind=NM, block=self.m, pruned_per_block=self.n, ties=self.ties)
 
     @property
     def permutes(self) -> bool:

@@ -7,7 +7,7 @@ import torch
 from symprune.errors import ConfigError
 from symprune.options import UNIT, option
 from symprune.prune.patterns import PATTERNS
-from symprune.prune.patterns.contract import Contract
+from symprune.prune.patterns.contract import UNSTRUCTURED, Contract
 
 GROUPS = ("auto", "row", "layer")
 
@@ -34,7 +34,7 @@ class UnstructuredParams:
 
     @property
     def contract(self) -> Contract:
-        return Contract(ratio=self.ratio, group=self.group)
+        return Contract(ratio=self.ratio, kind=UNSTRUCTURED, group=self.group)
 
     permutes = False  # unstructured masks take the columns as they are
 

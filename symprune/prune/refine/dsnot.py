@@ -19,7 +19,7 @@ import torch
 
 from symprune.errors import ConfigError
 from symprune.options import NON_NEGATIVE, POSITIVE, option
-from symprune.prune.patterns.contract import Contract
+from symprune.prune.patterns.contract import NM, UNSTRUCTURED, Contract
 from symprune.prune.patterns.nm import nm_mask
 from symprune.prune.refine import REFINEMENTS
 from symprune.prune.scores.wanda import wanda
@@ -254,7 +254,7 @@ def refine_layer(
         return pruned, {"refined": 0, "cycles": 0, "swaps": 0, "active_rows": 0, "error_grew": 0}
     contributions = contribution(weight, stats)
     before = float(ordered_total(reconstruction_error(contributions, pruned).abs()))
-    nm = contract.block is not None
+    nm = contract.kind == NM
     refined, counts = swap_cycles(
         pruned, contributions, rankings(weight, contributions, scores, stats, nm),
         block_size=contract.block,
@@ -268,7 +268,7 @@ def refine_layer(
                      "error_grew": int(after > before)}
 
 
-@REFINEMENTS.register("dsnot", params=DSnoTParams, stats=STATS)
+@REFINEMENTS.register("dsnot", params=DSnoTParams, stats=STATS, pattern_kinds=frozenset({UNSTRUCTURED, NM}))
 def dsnot(weight, pruned, *, scores, stats, layer, contract, **params):
     """DSnoT with the reference's rules (docs/methods.md §4.1)."""
     settings = DSnoTParams(**params)

@@ -22,6 +22,7 @@ import torch
 
 from symprune.errors import ConfigError
 from symprune.options import NON_NEGATIVE, Range, option
+from symprune.prune.patterns.contract import NM, UNSTRUCTURED
 from symprune.prune.refine import REFINEMENTS
 from symprune.prune.refine.dsnot import STATS, DSnoTParams, Rankings, dsnot_rankings, refine_layer
 from symprune.prune.scores.norms import weight_lp_norm
@@ -88,7 +89,7 @@ def r2_rankings(
     return Rankings(grow=grow, prune=prune, importance=importance, accept_penalty=settings.gamma2)
 
 
-@REFINEMENTS.register("r2dsnot", params=R2DSnoTParams, stats=STATS)
+@REFINEMENTS.register("r2dsnot", params=R2DSnoTParams, stats=STATS, pattern_kinds=frozenset({UNSTRUCTURED, NM}))
 def r2dsnot(weight, pruned, *, scores, stats, layer, contract, **params):
     settings = R2DSnoTParams(**params)
 

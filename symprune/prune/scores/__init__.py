@@ -6,7 +6,8 @@ scores of the weight's shape. Each module registers its functions in ``SCORES`` 
 (``group=``: "row" or "layer"), which ``sparsity.group=auto`` follows. Either may be
 a function of the parameters. ``takes_layer=True`` scores also receive the layer's
 name (per-layer random draws); ``reconstructs=True`` methods (SparseGPT) receive the
-sparsity pattern's contract, choose the mask themselves and return updated weights with it.
+sparsity pattern's contract, choose the mask themselves and return updated weights with it, and declare the
+pattern kinds they can keep (``pattern_kinds=``; others are refused when the run is planned).
 """
 
 from dataclasses import dataclass

@@ -17,7 +17,7 @@ import torch
 
 from symprune.errors import ConfigError
 from symprune.options import POSITIVE, Range, option
-from symprune.prune.patterns.contract import Contract
+from symprune.prune.patterns.contract import NM, UNSTRUCTURED, Contract
 from symprune.prune.patterns.nm import nm_mask
 from symprune.prune.scores import SCORES
 from symprune.prune.stats import LayerStats
@@ -60,7 +60,8 @@ def _block_mask(block: torch.Tensor, inverse_diag: torch.Tensor, ratio: float) -
     return saliency <= threshold
 
 
-@SCORES.register("sparsegpt", params=SparseGPTParams, stats=frozenset({"hessian"}), group="layer", reconstructs=True)
+@SCORES.register("sparsegpt", params=SparseGPTParams, stats=frozenset({"hessian"}), group="layer", reconstructs=True,
+                 pattern_kinds=frozenset({UNSTRUCTURED, NM}))
 def sparsegpt(weight: torch.Tensor, stats: LayerStats, contract: Contract, blocksize: int, percdamp: float,
               fixed: torch.Tensor | None = None):
     """Returns (pruned mask, updated weights in the weight's dtype); the weight itself is not modified.
@@ -72,7 +73,7 @@ def sparsegpt(weight: torch.Tensor, stats: LayerStats, contract: Contract, block
     H[dead, dead] = 1
     W[:, dead] = 0
     U = inverse_hessian_factor(H, percdamp)
-    nm = contract.block is not None
+    nm = contract.kind == NM
     n, m = (contract.pruned_per_block, contract.block) if nm else (0, 0)
     if fixed is None and not nm and contract.ratio == 0:
         return torch.zeros_like(W, dtype=torch.bool), weight.detach().clone()
