@@ -293,11 +293,19 @@ class PlacementConfig:
 
 @dataclass
 class PathsConfig:
-    """Every filesystem location symprune reads or reuses (conf/paths/)."""
+    """Every filesystem location symprune reads, writes or reuses (conf/paths/)."""
 
     assets: Optional[str] = None
     """Offline assets directory (default: $SYMPRUNE_ASSETS); set: data are read from files there."""
-    cache: Optional[str] = "outputs/cache"
+    output_dir: str = "outputs"
+    """Where symprune writes: the run, sweep and experiment directories and the cache below are in it by default."""
+    runs: str = "${paths.output_dir}/runs"
+    """Single runs, one directory each (hydra.run.dir: runs/<date>/<time>)."""
+    multirun: str = "${paths.output_dir}/multirun"
+    """Ad hoc sweeps, one directory each (hydra.sweep.dir: multirun/sweep-<hash of the sweep's overrides>)."""
+    experiments: str = "${paths.output_dir}/experiments"
+    """Experiment sweeps, one directory each (experiments/<experiment>), and what the CPU protocol reuses."""
+    cache: Optional[str] = "${paths.output_dir}/cache"
     """Results worth reusing across runs (dequantised GGUF models, dense results, AlphaPruning's spectra); null: no
     cache."""
 

@@ -113,18 +113,21 @@ def allowed(item: dataclasses.Field, hint: Any) -> str:
 # --- the config groups and their option files -------------------------------------------------------------
 
 def group_defaults() -> dict[str, str]:
-    """The default option of each group, from conf/config.yaml's defaults list."""
+    """The default option of each group, from conf/config.yaml's defaults list (``optional local: default``
+    as ``local``)."""
     entries = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text())["defaults"]
-    return {key: value for entry in entries if isinstance(entry, dict) for key, value in entry.items()
-            if not key.startswith("override ")}
+    return {key.removeprefix("optional "): value for entry in entries if isinstance(entry, dict)
+            for key, value in entry.items() if not key.startswith("override ")}
 
 
 def groups() -> dict[str, list[Path]]:
-    """Every config group under conf/ (nested ones as ``hydra/launcher``) with its option files."""
+    """Every config group under conf/ (nested ones as ``hydra/launcher``) with its option files; of conf/local/
+    only the example, the others being a machine's own (untracked)."""
     found: dict[str, list[Path]] = {}
     for path in sorted(CONFIG_DIR.rglob("*.yaml")):
-        if path.parent != CONFIG_DIR:
-            found.setdefault(path.parent.relative_to(CONFIG_DIR).as_posix(), []).append(path)
+        if path.parent == CONFIG_DIR or (path.parent == CONFIG_DIR / "local" and path.name != "example.yaml"):
+            continue
+        found.setdefault(path.parent.relative_to(CONFIG_DIR).as_posix(), []).append(path)
     return found
 
 
@@ -191,7 +194,11 @@ def groups_section(lines: list[str]) -> None:
     for group, paths in groups().items():
         lines += [f"### {group}", ""]
         default = defaults.get(group)
-        lines += [f"Default: `{default}`." if default else "Default: none in conf/config.yaml (Hydra's own).", ""]
+        if default:
+            lines += [f"Default: `{default}`.", ""]
+        else:
+            selected = "Hydra's own" if group.startswith("hydra/") else "an experiment selects one"
+            lines += [f"Default: none in conf/config.yaml ({selected}).", ""]
         registry = COMPONENT_REGISTRIES.get(group)
         if registry is None:
             lines += ["| option | description |", "|---|---|"]

@@ -21,6 +21,8 @@ from symprune.prune.scores.symwanda import SymWandaParams
 from symprune.run.plan import plan_run
 
 GROUPS = ["model", "calibration", "score", "sparsity", "refine", "allocation", "eval", "logger", "placement", "paths", "experiment"]
+PROTOCOL = "protocol"  # an experiment selects one in its defaults list; +protocol=NAME adds one to a single run
+LOCAL = "local"  # conf/local/default.yaml, this machine's own settings (tests/test_local_config.py); example.yaml
 
 
 def group_options(groups=GROUPS):
@@ -31,7 +33,7 @@ def group_options(groups=GROUPS):
 
 def test_every_config_folder_is_a_tested_group():
     folders = {path.name for path in CONFIG_DIR.iterdir() if path.is_dir()}
-    assert folders == {*GROUPS, "hydra"}
+    assert folders == {*GROUPS, PROTOCOL, LOCAL, "hydra"}
 
 
 def leaves(node, path=()):
@@ -59,15 +61,16 @@ def same_value(composed, written) -> bool:
     return composed == written
 
 
-@pytest.mark.parametrize("group,option", [*group_options(), ("hydra/launcher", "parallel"), ("hydra/launcher", "slurm")])
+@pytest.mark.parametrize("group,option", [*group_options([*GROUPS, PROTOCOL, LOCAL]), ("hydra/launcher", "parallel"),
+                                          ("hydra/launcher", "slurm")])
 def test_every_option_gives_the_run_its_file_values(group, option):
     """Whatever the defaults list and the default experiment say, choosing an option gives the run every value
     written in that option's file (the file's own keys; `defaults` are the options it extends)."""
     written = yaml.safe_load((CONFIG_DIR / group / f"{option}.yaml").read_text()) or {}
     written.pop("defaults", None)
-    cfg = compose_run(f"{group}={option}", hydra=True)
+    cfg = compose_run(f"{'+' if group == PROTOCOL else ''}{group}={option}", hydra=True)
     composed = OmegaConf.to_container(cfg, resolve=False)
-    root = composed if group == "experiment" else lookup(composed, group.split("/"))
+    root = composed if group in ("experiment", PROTOCOL, LOCAL) else lookup(composed, group.split("/"))
     for key, value in leaves(written):
         assert same_value(lookup(root, key), value), f"{group}={option}: {key} is {lookup(root, key)!r}, the file says {value!r}"
 
@@ -89,6 +92,12 @@ def test_experiments_choose_group_options_and_write_no_group_values(experiment):
     option a user names on the command line."""
     for written in experiment_files(experiment):
         assert not set(written) & set(CHOSEN_GROUPS), f"experiment={experiment} writes {set(written) & set(CHOSEN_GROUPS)}"
+
+
+@pytest.mark.parametrize("protocol", [option for _, option in group_options([PROTOCOL])])
+def test_protocols_choose_group_options_and_write_no_group_values(protocol):
+    written = yaml.safe_load((CONFIG_DIR / PROTOCOL / f"{protocol}.yaml").read_text()) or {}
+    assert not set(written) & set(CHOSEN_GROUPS), f"protocol={protocol} writes {set(written) & set(CHOSEN_GROUPS)}"
 
 
 def other_options(choices) -> dict[str, str]:

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from symprune.report.pivot import MixedProvenanceError, build_table, load_specs
 from symprune.report.records import (
     MixedRecordsError,
     Record,
@@ -16,7 +17,7 @@ from symprune.report.records import (
     read_exported,
     wandb_records,
 )
-from symprune.report.tables import MixedProvenanceError, build, build_table, load_specs, main, portable_paths
+from symprune.report.tables import build, main, portable_paths
 
 T2_SPEC = {
     "title": "T2",

@@ -5,8 +5,9 @@ import json
 import pytest
 from test_tables import record, write
 
+from symprune.report.pivot import build_table, load_specs
 from symprune.report.records import find_records
-from symprune.report.tables import build_table, export, load_specs, main
+from symprune.report.tables import export, main
 from symprune.run.axes import ablation_axes, summary_key
 from symprune.run.loggers import flatten
 from symprune.run.sweep import SweepInfo

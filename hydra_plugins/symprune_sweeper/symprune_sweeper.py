@@ -35,13 +35,18 @@ OmegaConf.register_new_resolver("symprune_sweep", _sweep_name, use_cache=True, r
 class SymPruneSweeperConf:
     _target_: str = "hydra_plugins.symprune_sweeper.symprune_sweeper.SymPruneSweeper"
     max_batch_size: Optional[int] = None
-    params: Optional[Dict[str, str]] = None
+    params: Optional[Dict[str, Optional[str]]] = None  # a parameter set to null is not swept
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="symprune", node=SymPruneSweeperConf, provider="symprune")
 
 
 class SymPruneSweeper(BasicSweeper):
+    def _parse_config(self) -> List[str]:
+        """The swept parameters as overrides, but those set to null: a config that builds on an experiment drops
+        one of its parameters that way (conf/protocol/cpu.yaml: the models)."""
+        return [f"{key}={values}" for key, values in self.params.items() if values is not None]
+
     def sweep(self, arguments: List[str]) -> Any:
         from symprune.errors import ConfigError
         from symprune.provenance import git_state, software_versions

@@ -13,13 +13,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from symprune.errors import ConfigError
+from symprune.report.pivot import build_table, spec_name, table_specs
 from symprune.report.records import Record
-from symprune.report.tables import build_table, spec_name, table_specs
 from symprune.run.axes import axis_key, summary_key
-from symprune.run.sweep import read_sweep
+from symprune.run.sweep import experiment_sweep_dir, read_sweep
 
 LAYER_TABLE = "sparsity/layers"  # the per-layer table every run logs
 
@@ -45,11 +43,8 @@ class RunFilter:
 
 def sweep_group(experiment_file: Path, root: Path = Path(".")) -> str | None:
     """The W&B group of the experiment's sweep, if its sweep directory (``hydra.sweep.dir`` of the
-    experiment's config) has been launched here."""
-    config = yaml.safe_load(experiment_file.read_text()) or {}
-    directory = ((config.get("hydra") or {}).get("sweep") or {}).get("dir")
-    if not directory or "${" in str(directory):
-        return None
+    experiment's composed config) has been launched here."""
+    directory = experiment_sweep_dir(experiment_file.stem)
     info = read_sweep(root / directory)
     return info.group(root / directory) if info else None
 

@@ -109,91 +109,149 @@ class RunResults:
 
 def execute(plan: Plan, logger: RunLogger) -> RunResults:
     """The expensive part of a run: data, model, dense evaluation, pruning, pruned evaluation, saving."""
-    run, timings, progress = plan.settings, Timings(), plan.settings.progress
+    run, timings = plan.settings, Timings()
     started = time.time()
     log.info("model %s (%s), method %s", plan.source.describe(), run.model.dtype, _method_summary(plan.method))
     with timings.measure("load_model"):
         source = dequantized_copy(plan.source, run.model.dtype, run.paths.cache)
+    inputs, provenance = _read_data(plan, source, timings)
+    model, weights = _load_model(plan, source, timings)
+    dense, dense_zeroshot, caches = _evaluate_dense(plan, model, inputs, provenance, timings)
+    report = _prune(plan, model, inputs.calibration, timings)
+    caches |= report.caches
+    pruned, pruned_zeroshot = _evaluate_pruned(plan, model, inputs, timings)
+    zeroshot = {label: result for label, result in (("dense", dense_zeroshot), ("pruned", pruned_zeroshot))
+                if result is not None}
+    metrics = _metrics(plan, report, dense, pruned, zeroshot)
+    _log_results(logger, metrics, report, zeroshot)
+    results = RunResults(
+        model=_model_section(plan, source, weights), data=provenance, metrics=metrics, caches=caches,
+        layers=[asdict(layer) | {"sparsity": layer.sparsity} for layer in report.layers],
+        timings=timings.as_dict(), started=started, finished=time.time(), masks=report.masks,
+    )
+    if run.save_model:
+        _save_model(plan, model, inputs.tokenizer, results, timings)
+    logger.log_metrics({f"time/{phase}": seconds for phase, seconds in results.timings.items()})
+    _print_summary(metrics, report, timings)
+    return results
+
+
+def _read_data(plan: Plan, source: ModelSource, timings: Timings) -> tuple[RunInputs, dict[str, Any]]:
+    """The run's tokens and the record's ``data`` section: where each split came from and what was read of it."""
     log.info("reading the calibration and evaluation data")
     with timings.measure("data"):
         inputs = load_inputs(plan, source)
-        tokenizer, calibration, streams = inputs.tokenizer, inputs.calibration, inputs.streams
         provenance = _data_provenance(plan, inputs)
         if plan.zeroshot:
             provenance |= {f"zeroshot/{name}": {"origin": origin} for name, origin in plan.zeroshot.load_data().items()}
+    return inputs, provenance
+
+
+def _load_model(plan: Plan, source: ModelSource, timings: Timings) -> tuple[torch.nn.Module, str]:
+    """The placed dense model and its weights' SHA-256."""
     log.info("loading the model (%s) on %s", source.describe(), plan.device)
     with timings.measure("load_model"):
         model = load_placed_model(plan, source)
-        weights = weights_sha256(model)
+        return model, weights_sha256(model)
 
+
+def _evaluate_dense(
+    plan: Plan, model, inputs: RunInputs, provenance: dict[str, Any], timings: Timings
+) -> tuple[dict[str, PerplexityResult], ZeroShotResult | None, dict[str, Any]]:
+    """The dense model's perplexities and zero-shot scores, where the run asks for them, and per evaluation
+    whether it came from the cache."""
+    run = plan.settings
+    perplexities: dict[str, PerplexityResult] = {}
+    zeroshot: ZeroShotResult | None = None
     caches: dict[str, Any] = {}
-    dense = {}
-    if run.eval.dense and streams:
+    if run.eval.dense and inputs.streams:
         with timings.measure("evaluation"):
-            dense, caches["perplexity_dense"] = _dense_perplexities(plan, model, streams, provenance, progress, tokenizer)
-    zeroshot: dict[str, ZeroShotResult] = {}
+            perplexities, caches["perplexity_dense"] = _dense_perplexities(
+                plan, model, inputs.streams, provenance, run.progress, inputs.tokenizer)
     if plan.zeroshot and plan.zeroshot.settings.dense:
         with timings.measure("zeroshot"), streamed(find_blocks(model)[1], plan.placement):
-            zeroshot["dense"], caches["zeroshot_dense"] = _dense_zeroshot(plan, model, tokenizer)
+            zeroshot, caches["zeroshot_dense"] = _dense_zeroshot(plan, model, inputs.tokenizer)
+    return perplexities, zeroshot, caches
+
+
+def _prune(plan: Plan, model, calibration: torch.Tensor | None, timings: Timings) -> PruneReport:
+    run = plan.settings
     log.info("pruning: %s", _method_summary(plan.method))
-    report = prune_model(
+    return prune_model(
         model, plan.method, calibration, batch_size=run.calibration.batch_size, placement=plan.placement,
-        timings=timings, progress=progress, targets=plan.targets, allocation=plan.allocation,
+        timings=timings, progress=run.progress, targets=plan.targets, allocation=plan.allocation,
         cache_dir=run.paths.cache,
     )
-    caches |= report.caches
-    per_block = report.block_sparsities()
-    pruned = {}
-    if streams:
-        log.info("pruned perplexity on %s", ", ".join(streams))
+
+
+def _evaluate_pruned(
+    plan: Plan, model, inputs: RunInputs, timings: Timings
+) -> tuple[dict[str, PerplexityResult], ZeroShotResult | None]:
+    """The pruned model's perplexities and zero-shot scores, where the run asks for them."""
+    perplexities: dict[str, PerplexityResult] = {}
+    zeroshot: ZeroShotResult | None = None
+    if inputs.streams:
+        log.info("pruned perplexity on %s", ", ".join(inputs.streams))
         with timings.measure("evaluation"):
-            pruned = _perplexities(plan, model, streams, progress, "pruned", _bos_token_id(tokenizer))
+            perplexities = _perplexities(plan, model, inputs.streams, plan.settings.progress, "pruned",
+                                         _bos_token_id(inputs.tokenizer))
     if plan.zeroshot and plan.zeroshot.settings.pruned:
         with timings.measure("zeroshot"), streamed(find_blocks(model)[1], plan.placement):
-            zeroshot["pruned"] = plan.zeroshot.evaluate(model, tokenizer)
+            zeroshot = plan.zeroshot.evaluate(model, inputs.tokenizer)
+    return perplexities, zeroshot
 
+
+def _metrics(plan: Plan, report: PruneReport, dense: dict[str, PerplexityResult], pruned: dict[str, PerplexityResult],
+             zeroshot: dict[str, ZeroShotResult]) -> dict[str, Any]:
+    """The record's ``metrics`` section: perplexities, sparsities, per-layer totals, zero-shot scores."""
     metrics = {
         "perplexity": {
-            name: {"pruned": pruned[name].perplexity, **({"dense": dense[name].perplexity} if name in dense else {}),
-                   "windows": pruned[name].windows, "available_windows": pruned[name].available_windows,
-                   "seqlen": pruned[name].seqlen}
-            for name in streams
+            name: {"pruned": result.perplexity, **({"dense": dense[name].perplexity} if name in dense else {}),
+                   "windows": result.windows, "available_windows": result.available_windows,
+                   "seqlen": result.seqlen}
+            for name, result in pruned.items()
         },
         "sparsity": {"overall": report.overall_sparsity, "target": plan.method.target_sparsity,
                      "allocation": plan.allocation.name,
                      "blocks": [{"block": block, "target": target, "achieved": achieved}
-                                for block, target, achieved in per_block]},
+                                for block, target, achieved in report.block_sparsities()]},
     }
     totals = _layer_totals(report)
     if totals:
         metrics["layer_totals"] = totals
     if zeroshot:
         metrics["zeroshot"] = {label: result.as_metrics() for label, result in zeroshot.items()}
+    return metrics
+
+
+def _log_results(logger: RunLogger, metrics: dict[str, Any], report: PruneReport,
+                 zeroshot: dict[str, ZeroShotResult]) -> None:
     logger.log_metrics(flatten(metrics))
     logger.log_table("sparsity/layers", *_layer_table(report))
-    logger.log_line("sparsity/blocks", ["block", "target", "achieved"], per_block, "block", "target")
+    logger.log_line("sparsity/blocks", ["block", "target", "achieved"], report.block_sparsities(), "block", "target")
     if zeroshot:
         logger.log_table("zeroshot/tasks", *_zeroshot_table(zeroshot))
-    results = RunResults(
-        model={"source": plan.source.describe(), "loaded_from": source.describe(), "dtype": run.model.dtype,
-               "device": str(plan.device), "placement": asdict(run.placement), **plan.source.summary(),
-               "weights_sha256": weights},
-        data=provenance, metrics=metrics, caches=caches,
-        layers=[asdict(layer) | {"sparsity": layer.sparsity} for layer in report.layers],
-        timings=timings.as_dict(), started=started, finished=time.time(), masks=report.masks,
-    )
-    if run.save_model:
-        log.info("saving the pruned model to %s", run.save_model)
-        try:
-            with timings.measure("save_model"):
-                results.saved_model = str(save_pruned(model, tokenizer, run.save_model, run.save_semi_structured))
-        except OSError as error:  # a full disk, a vanished mount: the results are recorded all the same
-            results.save_error = f"{type(error).__name__}: {error}"
-            log.error("saving the pruned model to %s failed: %s", run.save_model, results.save_error)
-        results.timings = timings.as_dict()
-    logger.log_metrics({f"time/{phase}": seconds for phase, seconds in results.timings.items()})
-    _print_summary(metrics, report, timings)
-    return results
+
+
+def _model_section(plan: Plan, source: ModelSource, weights: str) -> dict[str, Any]:
+    """The record's ``model`` section: the model as configured, where its weights were read and their hash."""
+    run = plan.settings
+    return {"source": plan.source.describe(), "loaded_from": source.describe(), "dtype": run.model.dtype,
+            "device": str(plan.device), "placement": asdict(run.placement), **plan.source.summary(),
+            "weights_sha256": weights}
+
+
+def _save_model(plan: Plan, model, tokenizer, results: RunResults, timings: Timings) -> None:
+    """The pruned model saved where the run asks; a failure is recorded in the results, which are kept."""
+    run = plan.settings
+    log.info("saving the pruned model to %s", run.save_model)
+    try:
+        with timings.measure("save_model"):
+            results.saved_model = str(save_pruned(model, tokenizer, run.save_model, run.save_semi_structured))
+    except OSError as error:  # a full disk, a vanished mount: the results are recorded all the same
+        results.save_error = f"{type(error).__name__}: {error}"
+        log.error("saving the pruned model to %s failed: %s", run.save_model, results.save_error)
+    results.timings = timings.as_dict()
 
 
 def _data_provenance(plan: Plan, inputs: RunInputs) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Multirun sweeps that never lose work.
 
-- The sweep directory is derived from the sweep's own overrides (``outputs/multirun/sweep-<hash>``),
-  so relaunching the same command finds the records of the jobs that finished and skips them.
+- The sweep directory is derived from the sweep's own overrides (``outputs/multirun/sweep-<hash>``, under
+  ``paths.multirun``), so relaunching the same command finds the records of the jobs that finished and skips them;
+  an experiment's is ``outputs/experiments/<experiment>`` (``paths.experiments``).
 - Each job's directory is named by what it varies and its identity (``score-ria_sparsity-nm_2_4-<hash>``),
   so one directory only ever holds one config: a relaunch with values added, removed or reordered
   leaves every earlier record where it was.
@@ -126,6 +127,17 @@ def job_directory(label: Sequence[str], digest: str) -> str:
     readable = "_".join(override.replace("=", "-", 1) for override in label)
     readable = re.sub(r"[^A-Za-z0-9.-]+", "_", readable).strip("_.")[:96]
     return f"{readable}-{digest[:12]}" if readable else digest[:12]
+
+
+def experiment_sweep_dir(experiment: str) -> str:
+    """Where ``symprune -m experiment=NAME`` writes: the experiment's ``hydra.sweep.dir`` as the sweep resolves it
+    (``paths``, conf/local/default.yaml included)."""
+    from hydra import compose, initialize_config_dir
+
+    from symprune.config import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return str(compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True).hydra.sweep.dir)
 
 
 def is_experiment_sweep(overrides: Sequence[str]) -> bool:
