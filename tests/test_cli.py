@@ -190,3 +190,13 @@ def test_saved_model_matches_the_record(tiny_model_dir, assets, tmp_path):
     tokens, _ = data.evaluation_ids("wikitext2", tokenizer, 64, str(assets))
     reloaded = perplexity(model, tokens, 64, max_windows=3, progress=False).perplexity
     assert reloaded == pytest.approx(record["metrics"]["perplexity"]["wikitext2"]["pruned"], rel=1e-6)
+
+
+def test_hydras_settings_print_resolved_against_the_runs_paths(tmp_path):
+    """The command docs/configuration.md gives for where a run or sweep writes: every ${paths.*} resolved."""
+    done = symprune("--cfg", "all", "--resolve", "--package", "hydra", "experiment=t2_cpu",
+                    f"paths.output_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout
+    assert f"dir: {tmp_path}/experiments/t2_cpu" in printed and f"dir: {tmp_path}/runs/" in printed
+    assert "${" not in printed

@@ -41,6 +41,7 @@ from symprune.report.pivot import (
 from symprune.report.plots import plot_table
 from symprune.report.provenance import generated_line
 from symprune.report.records import Record, dotted, find_records, newest_per_config, read_exported, wandb_records
+from symprune.run.sweep import configured_path
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "experiments" / "tables.yaml"
 DEFAULT_RECORDS = Path("experiments") / "results" / "records"
@@ -205,8 +206,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _build_arguments(commands) -> None:
     build_cmd = commands.add_parser("build", help="the paper's tables from experiment sweeps")
-    build_cmd.add_argument("directories", nargs="*", help="searched for results.json (default: outputs/experiments, "
-                                                          "unless --records is given)")
+    build_cmd.add_argument("directories", nargs="*", help="searched for results.json (default: paths.experiments, "
+                                                          "outputs/experiments unless configured, unless --records is "
+                                                          "given)")
     build_cmd.add_argument("--records", help="also read the exported records (*.jsonl) in this directory")
     build_cmd.add_argument("--wandb", help="also read finished runs of this W&B ENTITY/PROJECT (public API)")
     build_cmd.add_argument("--spec", default=str(DEFAULT_SPEC), help="table specs (YAML)")
@@ -219,7 +221,8 @@ def _build_arguments(commands) -> None:
 
 def _export_arguments(commands) -> None:
     export_cmd = commands.add_parser("export", help="the records behind the tables, as JSON lines per experiment")
-    export_cmd.add_argument("directories", nargs="*", default=["outputs/experiments"], help="searched for results.json")
+    export_cmd.add_argument("directories", nargs="*", help="searched for results.json (default: paths.experiments, "
+                                                           "outputs/experiments unless configured)")
     export_cmd.add_argument("--out", default="experiments/results/records")
     export_cmd.add_argument("--records", help="also keep the records already exported in this directory (a sweep "
                                               "that adds runs to a committed table); the newest of a config wins")
@@ -255,13 +258,13 @@ def _pivot_arguments(commands) -> None:
 
 def _build_command(args: argparse.Namespace) -> None:
     """``symprune-tables build``: every file it writes names the record sources in its first line."""
-    directories = args.directories or ([] if args.records else ["outputs/experiments"])
+    directories = args.directories or ([] if args.records else [configured_path("experiments")])
     records = find_records(directories) + (read_exported(args.records) if args.records else [])
     if args.wandb:
         records += wandb_records(args.wandb)
     run, log_to = _wandb_logger(args.log_wandb) if args.log_wandb else (None, None)
     only = [name for name in args.experiments.split(",") if name]
-    sources = " ".join([*args.directories, *(["--records", args.records] if args.records else []),
+    sources = " ".join([*directories, *(["--records", args.records] if args.records else []),
                         *(["--wandb", args.wandb] if args.wandb else [])])
     for path in build(records, load_specs(args.spec), Path(args.out), only, log_to,
                       command=f"symprune-tables build {sources}".rstrip(), strict=args.strict):
@@ -271,8 +274,9 @@ def _build_command(args: argparse.Namespace) -> None:
 
 
 def _export_command(args: argparse.Namespace) -> None:
-    command = f"symprune-tables export {' '.join(args.directories)} --out {args.out}"
-    records = find_records(args.directories)
+    directories = args.directories or [configured_path("experiments")]
+    command = f"symprune-tables export {' '.join(directories)} --out {args.out}"
+    records = find_records(directories)
     if args.records:
         command += f" --records {args.records}"
         records = read_exported(args.records) + records

@@ -132,12 +132,22 @@ def job_directory(label: Sequence[str], digest: str) -> str:
 def experiment_sweep_dir(experiment: str) -> str:
     """Where ``symprune -m experiment=NAME`` writes: the experiment's ``hydra.sweep.dir`` as the sweep resolves it
     (``paths``, conf/local/default.yaml included)."""
+    return str(_composed([f"experiment={experiment}"]).hydra.sweep.dir)
+
+
+def configured_path(name: str, config_dir: Path | None = None) -> str:
+    """``paths.<name>`` as a run on this machine resolves it (conf/local/default.yaml included), e.g. where
+    experiment sweeps write (``experiments``)."""
+    return str(_composed([], config_dir).paths[name])
+
+
+def _composed(overrides: list[str], config_dir: Path | None = None) -> DictConfig:
     from hydra import compose, initialize_config_dir
 
     from symprune.config import CONFIG_DIR
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return str(compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True).hydra.sweep.dir)
+    with initialize_config_dir(config_dir=str(config_dir or CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=True)
 
 
 def is_experiment_sweep(overrides: Sequence[str]) -> bool:
