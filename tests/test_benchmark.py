@@ -4,6 +4,7 @@ has none of them): every method measured, every file complete and naming its com
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import math
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -47,17 +49,33 @@ def benchmark(tmp_path, name: str, *arguments: str) -> tuple[dict, str]:
 
 def test_every_method_has_a_finite_ratio_and_the_targets_are_checked(tmp_path):
     report, markdown = benchmark(
-        tmp_path, "speed", "--methods", ",".join(METHODS), "--repeats", "1",
+        tmp_path, "speed", "--methods", ",".join(METHODS), "--repeats", "3",
         "--target", "wanda.ratio<=100", "--target", "evaluation.ratio<=0.001", *TINY_RUN,
     )
     assert report["complete"] and report["model"]["synthetic"] and report["model"]["shape"]["hidden_size"] == 64
-    assert list(report["phases"]) == ["floor", *METHODS] and not report["skipped"]
+    assert list(report["phases"]) == ["floor", *METHODS] and not report["skipped"] and report["allocator"]
     for name, phase in report["phases"].items():
-        assert math.isfinite(phase["ratio"]) and phase["ratio"] > 0 and phase["peak_bytes"] > 0, name
-        assert f"| {'floor (capture + 2 block passes)' if name == 'floor' else name} | {phase['ratio']:.3f} |" in markdown
+        for ratio in ("ratio", "cpu_ratio"):
+            assert len(phase[ratio + "s"]) == (3 * (len(METHODS) + 1) if name == "floor" else 3), name
+            assert all(math.isfinite(r) and r > 0 for r in phase[ratio + "s"]), name
+            assert phase[ratio + "_min"] <= phase[ratio] <= phase[ratio + "_max"], name
+        assert phase["peak_bytes"] > 0 and phase["memory_round"]["seconds"] > 0, name  # memory: its own round
+        assert all(f >= 0 for f in phase["minor_faults"] + phase["major_faults"]), name
+        driver = phase["driver_phases"]
+        assert list(driver)[-1] == "other"
+        assert {"calibration_forward", "scoring" if name != "floor" else "propagation"} <= set(driver)
+        for used in driver.values():  # the driver's phases and the rest add up to the measurement
+            assert len(used["seconds"]) == len(phase["seconds"])
+        total = [sum(used["seconds"][i] for key, used in driver.items() if "." not in key)
+                 for i in range(len(phase["seconds"]))]
+        assert total == pytest.approx(phase["seconds"], rel=1e-6), name
+        label = "floor (capture + 2 block passes)" if name == "floor" else name
+        row = f"| {label} | {prune_speed_spread(phase, 'ratio')} | {prune_speed_spread(phase, 'cpu_ratio')} | "
+        assert row in markdown, row
     assert math.isfinite(report["evaluation"]["ratio"]) and report["evaluation"]["windows"] == 2
+    assert len(report["evaluation"]["ratios"]) == 3 and math.isfinite(report["evaluation"]["cpu_ratio"])
     wanda, evaluation = report["targets"]
-    assert wanda["passed"] is True and wanda["measured"] == report["phases"]["wanda"]["ratio"]
+    assert wanda["passed"] is True and wanda["measured"] == report["phases"]["wanda"]["ratio"] and wanda["repeats"] == 3
     assert evaluation["passed"] is False and "| `evaluation.ratio<=0.001` |" in markdown and "| FAIL |" in markdown
 
 
@@ -101,9 +119,9 @@ def test_each_measurement_reports_its_own_peak_not_the_process_high_water_mark(k
         time.sleep(hold)
         del held
 
-    _, large = prune_speed.timed(lambda: allocate(512), device)
+    large = prune_speed.timed(lambda: allocate(512), device).memory
     prune_speed.release(device)
-    _, small = prune_speed.timed(lambda: allocate(64), device)
+    small = prune_speed.timed(lambda: allocate(64), device).memory
     assert large.own >= 500 * mib
     assert 60 * mib <= small.own < 200 * mib
     assert small.peak >= small.start + small.own
@@ -127,7 +145,7 @@ def allocate():
     if sys.argv[1] == "sampled":
         prune_speed.time.sleep(0.5)
     del held
-print(prune_speed.timed(allocate, torch.device("cpu"))[1].own)
+print(prune_speed.timed(allocate, torch.device("cpu")).memory.own)
 """
 
 
@@ -163,11 +181,11 @@ def test_a_kernel_that_misses_freed_allocations_or_ignores_the_reset_falls_back_
     prune_speed.kernel_peak_is_exact.cache_clear()
 
 
-def test_a_targets_profile_is_checked_and_written_into_the_readme_section(tmp_path):
+def test_a_targets_profile_is_checked_on_three_rotated_repeats_and_written_into_the_readme_section(tmp_path):
     profiles = yaml.safe_load((REPO / "benchmarks" / "targets.yaml").read_text())
     readme = tmp_path / "README.md"
     readme.write_text("# Bench\n\nbefore\n<!-- prune_speed cpu: begin -->\nold table\n<!-- prune_speed cpu: end -->\nafter\n")
-    report, _ = benchmark(tmp_path, "profile", "--methods", "wanda,r2dsnot", "--repeats", "1", "--targets", "cpu",
+    report, _ = benchmark(tmp_path, "profile", "--methods", "wanda,r2dsnot", "--repeats", "3", "--targets", "cpu",
                           "--readme", str(readme), *TINY_RUN)
     assert [t["target"] for t in report["targets"]] == [f"{key}<={limit}" for key, limit in profiles["cpu"].items()]
     ria = next(t for t in report["targets"] if t["target"].startswith("ria."))
@@ -176,8 +194,36 @@ def test_a_targets_profile_is_checked_and_written_into_the_readme_section(tmp_pa
     assert text.startswith("# Bench\n\nbefore\n<!-- prune_speed cpu: begin -->\ngenerated by: `python benchmarks/prune_speed.py")
     assert text.endswith("<!-- prune_speed cpu: end -->\nafter\n") and "old table" not in text
     wanda = report["phases"]["wanda"]
-    assert (f"| wanda | {wanda['ratio']:.3f} | ≤ {profiles['cpu']['wanda.ratio']:g} | "
-            f"{wanda['own_peak_bytes'] / 2**30:.2f} / {wanda['peak_bytes'] / 2**30:.2f} |") in text
+    assert (f"| wanda | {prune_speed_spread(wanda, 'ratio')} | {prune_speed_spread(wanda, 'cpu_ratio')} | ") in text
+    memory = f"{wanda['own_peak_bytes'] / 2**30:.2f} / {wanda['peak_bytes'] / 2**30:.2f}"
+    assert f"| ≤ {profiles['cpu']['wanda.ratio']:g} | {memory} |" in text
+    # every method between two floors, each repeat starting one method later, each divided by the floors around it
+    assert report["orders"] == [["floor", "wanda", "floor", "r2dsnot", "floor"],
+                                ["floor", "r2dsnot", "floor", "wanda", "floor"],
+                                ["floor", "wanda", "floor", "r2dsnot", "floor"]]
+    floors = report["phases"]["floor"]
+    for key, name in (("seconds", "ratios"), ("cpu_seconds", "cpu_ratios")):
+        first, second, third = (floors[key][start : start + 3] for start in (0, 3, 6))
+        around = {"wanda": [(first[0] + first[1]) / 2, (second[1] + second[2]) / 2, (third[0] + third[1]) / 2],
+                  "r2dsnot": [(first[1] + first[2]) / 2, (second[0] + second[1]) / 2, (third[1] + third[2]) / 2]}
+        for method, floor in around.items():
+            phase = report["phases"][method]
+            assert phase[name] == [value / f for value, f in zip(phase[key], floor)]
+            assert phase[name[:-1]] == statistics.median(phase[name])
+        assert floors[name] == [value / statistics.median(floors[key]) for value in floors[key]]
+
+
+def prune_speed_spread(entry, name):
+    return f"{entry[name]:.3f} ({entry[name + '_min']:.3f}–{entry[name + '_max']:.3f})"
+
+
+@pytest.mark.parametrize("arguments", [["--targets", "cpu", "--repeats", "2"],
+                                       ["--target", "wanda.seconds<=60", "--repeats", "1"]], ids=["profile", "one-target"])
+def test_a_time_target_on_fewer_than_three_repeats_is_refused_before_measuring(arguments, tmp_path):
+    done = subprocess.run([sys.executable, "benchmarks/prune_speed.py", *arguments, "--json", str(tmp_path / "r.json"),
+                           *TINY_RUN], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "judged on the median of at least 3 repeats" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_a_readme_without_the_section_is_refused_before_measuring(tmp_path):
@@ -201,15 +247,137 @@ def test_the_committed_cpu_table_is_generated_and_checks_every_cpu_target():
         assert f"| `{key}<={limit}` | " in section, key
 
 
-def test_every_method_runs_between_two_floors_and_each_repeat_starts_one_method_later(tmp_path):
-    report, _ = benchmark(tmp_path, "rotated", "--methods", "wanda,ria", "--repeats", "2", "--no-evaluation", *TINY_RUN)
-    assert report["orders"] == [["floor", "wanda", "floor", "ria", "floor"],
-                                ["floor", "ria", "floor", "wanda", "floor"]]
-    assert list(report["phases"]) == ["floor", "wanda", "ria"]
-    first, second = (report["phases"]["floor"]["seconds"][start : start + 3] for start in (0, 3))
-    around = {"wanda": [(first[0] + first[1]) / 2, (second[1] + second[2]) / 2],
-              "ria": [(first[1] + first[2]) / 2, (second[0] + second[1]) / 2]}
-    for name, floors in around.items():
-        phase = report["phases"][name]
-        assert phase["ratios"] == [seconds / floor for seconds, floor in zip(phase["seconds"], floors)]
-        assert phase["ratio"] == statistics.median(phase["ratios"])
+def fake(prune_speed, seconds, cpu, phases=None, peak=3 * 2**30, own=2**30, minor=1000):
+    """A measurement as timed() returns it, with the given wall and CPU seconds, driver phases
+    ({name: (seconds, cpu_seconds)}) and memory."""
+    usage = {"seconds": seconds, "cpu_seconds": cpu, "system_seconds": cpu / 10, "minor_faults": minor, "major_faults": 0,
+             "involuntary_switches": 0, "others_cpu_seconds": 0.1 * seconds, "steal_seconds": 0.0}
+    used = {name: {"seconds": wall, "cpu_seconds": time_, "system_seconds": time_ / 10, "minor_faults": minor // 2,
+                   "major_faults": 0} for name, (wall, time_) in (phases or {}).items()}
+    return prune_speed.Measurement(usage, SimpleNamespace(peak=peak, own=own), used, 0)
+
+
+def fake_report(prune_speed, targets=()):
+    context = {"date": "2026-12-07", "machine": {"cpu": "x86_64", "threads": 2, "gpu": None, "cpus": 2}, "device": "cpu",
+               "model": {"label": "tiny", "dtype": "float32", "placement": "single"}, "calibration": "random 8 x 64",
+               "repeats": 3}
+    return prune_speed.Report("python benchmarks/prune_speed.py", context, "peak CPU RSS", target_specs=list(targets))
+
+
+def test_the_report_shows_each_ratio_s_median_min_and_max_and_the_cpu_time_ratio_beside_it():
+    """Fake measurements: every ratio is the measurement over the floor it was given (a floor: over the median
+    floor), the table shows median (min–max) of wall and CPU ratios, per method and per driver phase."""
+    prune_speed = load_benchmark_module()
+    report = fake_report(prune_speed, ["wanda.ratio<=1.15", "wanda.seconds<=12", "ria.ratio<=1.15", "wanda.peak_gib<=4"])
+    for wall, cpu in ((10.0, 19.0), (12.0, 23.0), (11.0, 21.0), (9.0, 18.0)):
+        report.add("floor", fake(prune_speed, wall, cpu, {"calibration_forward": (wall / 2, cpu / 2),
+                                                          "propagation": (wall / 2 - 0.5, cpu / 2 - 0.5)}))
+    # wanda: three repeats, the second with an allocation phase and its evidence sub-phase the others lack
+    repeats = [(11.0, 20.0, (10.0, 19.0)), (13.2, 22.0, (12.0, 20.0)), (10.8, 21.0, (9.0, 21.0))]
+    for index, (wall, cpu, floor) in enumerate(repeats):
+        phases = {"calibration_forward": (wall / 2, cpu / 2), "scoring": (1.0, 2.0)}
+        if index == 1:
+            phases.update({"allocation": (2.0, 3.0), "allocation.evidence": (0.5, 0.5)})
+        report.add("wanda", fake(prune_speed, wall, cpu, phases), floor)
+    report.add("ria", fake(prune_speed, 10.0, 20.0, {"scoring": (1.0, 1.0)}), (10.0, 20.0))
+    report.add_memory("wanda", fake(prune_speed, 30.0, 50.0, peak=4 * 2**30))  # the memory round's measurement
+
+    floors, wanda = report.phases["floor"], report.phases["wanda"]
+    assert floors["ratios"] == [wall / 10.5 for wall in (10.0, 12.0, 11.0, 9.0)] and floors["ratio"] == 1.0
+    assert floors["cpu_ratios"] == [cpu / 20.0 for cpu in (19.0, 23.0, 21.0, 18.0)]
+    assert wanda["ratios"] == pytest.approx([1.1, 1.1, 1.2]) and wanda["ratio"] == statistics.median(wanda["ratios"])
+    assert (wanda["ratio_min"], wanda["ratio_max"]) == (min(wanda["ratios"]), max(wanda["ratios"]))
+    assert wanda["cpu_ratios"] == [20 / 19, 22 / 20, 21 / 21] and wanda["cpu_ratio"] == 20 / 19
+    assert wanda["cpu_ratio_min"] == 1.0 and wanda["cpu_ratio_max"] == 1.1 and wanda["median_seconds"] == 11.0
+    assert wanda["peak_bytes"] == 4 * 2**30 and wanda["own_peak_bytes"] == 2**30 and wanda["memory_round"]["seconds"] == 30
+    assert "peak_bytes" not in report.phases["ria"]
+    driver = wanda["driver_phases"]
+    assert list(driver) == ["calibration_forward", "scoring", "allocation", "allocation.evidence", "other"]
+    assert driver["allocation"]["seconds"] == [0, 2.0, 0] and driver["allocation"]["ratios"] == [0, 2 / 12, 0]
+    assert driver["scoring"]["cpu_ratios"] == [2 / 19, 2 / 20, 2 / 21]
+    # the rest: what no top-level phase timed (a sub-phase is inside its phase)
+    assert driver["other"]["seconds"] == pytest.approx([11 / 2 - 1, 13.2 / 2 - 3, 10.8 / 2 - 1])
+
+    for target in report.target_specs + ["evaluation.ratio<=1.1"]:
+        report.check(target)
+    ratio, seconds, ria, peak, evaluation = report.targets
+    assert (ratio["measured"], ratio["min"], ratio["max"]) == (wanda["ratio"], wanda["ratio_min"], wanda["ratio_max"])
+    assert ratio["repeats"] == 3 and ratio["passed"] is True
+    assert (seconds["measured"], seconds["passed"]) == (11.0, True)
+    assert ria["measured"] == 1.0 and ria["repeats"] == 1 and ria["passed"] is None and "at least 3" in ria["note"]
+    assert peak["measured"] == 4.0 and peak["passed"] is True  # a peak: the largest, whatever the repeats
+    assert evaluation["measured"] is None and evaluation["passed"] is None
+
+    markdown = report.markdown()
+    assert ("| wanda | 1.100 (1.100–1.200) | 1.053 (1.000–1.100) | 1.82 | 1.0 k / 0 | ≤ 1.15, ≤ 12 s, ≤ 4 GiB | "
+            "1.00 / 4.00 |") in markdown
+    assert "| floor (capture + 2 block passes) | 1.000 (0.857–1.143) | 1.000 (0.900–1.150) |" in markdown
+    assert "| ria | 1.000 (1.000–1.000) | 1.000 (1.000–1.000) | 2.00 | 1.0 k / 0 | ≤ 1.15 | – |" in markdown
+    assert "| wanda | allocation › evidence | 0.000 (0.000–0.042) | 0.000 (0.000–0.025) | 0.000 | 0 / 0 |" in markdown
+    assert "| `wanda.ratio<=1.15` | 1.100 (1.100–1.200) | 3 | 1.150 | pass |" in markdown
+    assert "| `ria.ratio<=1.15` | 1.000 | 1 | 1.150 | not judged: 1 repeats" in markdown
+    assert "Other processes used a median 5.0% (largest 5.0%) of the machine's 2 CPUs" in markdown
+
+
+def test_evaluation_divides_each_perplexity_by_the_bare_loop_before_it():
+    prune_speed = load_benchmark_module()
+    ours = [fake(prune_speed, seconds, cpu) for seconds, cpu in ((2.0, 4.0), (3.0, 5.0), (2.2, 4.4))]
+    bare = [fake(prune_speed, seconds, cpu) for seconds, cpu in ((2.0, 4.0), (2.0, 4.0), (2.0, 4.0))]
+    entry = prune_speed.evaluation_entry("wikitext2", 8, 1024, ours, bare, SimpleNamespace(peak=5, own=2))
+    assert entry["ratios"] == pytest.approx([1.0, 1.5, 1.1]) and entry["ratio"] == entry["ratios"][2]
+    assert (entry["ratio_min"], entry["ratio_max"]) == (1.0, 1.5) and entry["median_seconds"] == 2.2
+    assert entry["cpu_ratios"] == pytest.approx([1.0, 1.25, 1.1]) and entry["cpu_ratio"] == entry["cpu_ratios"][2]
+    assert (entry["peak_bytes"], entry["own_peak_bytes"]) == (5, 2)
+
+
+def test_phase_timings_record_cpu_time_and_page_faults_beside_the_wall_time():
+    """A phase that writes 64 MiB it allocated after freed memory went back to the system faults its pages in;
+    an allocation's block evidence is timed inside it."""
+    prune_speed = load_benchmark_module()
+    prune_speed.release(torch.device("cpu"))
+    timings = prune_speed.PhaseTimings()
+    with timings.measure("scoring"):
+        torch.ones(16 * 2**20)
+    assert timings.seconds["scoring"] > 0 and set(timings.usage["scoring"]) == set(prune_speed.PHASE_KEYS)
+    assert timings.usage["scoring"]["cpu_seconds"] > 0 and timings.usage["scoring"]["minor_faults"] > 0
+    built = SimpleNamespace(name="owl", meta=lambda key, default=None: (lambda scores: len(scores))
+                            if key == "block_evidence" else default)
+    allocation = prune_speed.TimedEvidence(built, timings)
+    assert allocation.name == "owl" and allocation.meta("matrix_evidence") is None
+    assert allocation.meta("block_evidence")([1, 2]) == 2 and "allocation.evidence" in timings.usage
+
+
+def test_a_timed_repeat_keeps_the_memory_the_process_freed_and_pauses_the_garbage_collector(monkeypatch):
+    """Only the memory round hands freed memory back before measuring (a timed repeat would fault it in again,
+    by an amount that changes from one repeat to the next); no measurement lets the collector run inside it."""
+    prune_speed, device = load_benchmark_module(), torch.device("cpu")
+    trims, enabled = [], []
+    monkeypatch.setattr(prune_speed, "LIBC", SimpleNamespace(malloc_trim=trims.append))
+    repeat = prune_speed.timed(lambda: enabled.append(gc.isenabled()), device, memory=False)
+    assert repeat.memory is None and trims == [] and enabled == [False] and gc.isenabled()
+    memory_round = prune_speed.timed(lambda: enabled.append(gc.isenabled()), device)
+    assert memory_round.memory is not None and trims and enabled == [False, False] and gc.isenabled()
+    assert repeat.usage["seconds"] >= 0 and set(prune_speed.USAGE_KEYS[:6]) <= set(repeat.usage)
+
+
+def test_the_allocator_is_set_once_to_take_tensors_from_its_heap_and_never_trim_it_by_itself(monkeypatch):
+    prune_speed, calls = load_benchmark_module(), []
+    mallopt = lambda param, value: calls.append((param, value)) or 1  # noqa: E731
+    monkeypatch.setattr(prune_speed, "LIBC", SimpleNamespace(mallopt=mallopt))
+    assert prune_speed.steady_allocator().startswith("glibc's") and calls == [(-3, 32 * 2**20), (-1, -1)]
+    monkeypatch.setattr(prune_speed, "LIBC", SimpleNamespace())  # no mallopt (not glibc): left as it is
+    assert prune_speed.steady_allocator() == "the C library's defaults"
+
+
+def test_floor_spread_times_every_thread_count_on_one_model():
+    """benchmarks/floor_spread.py: one row per run and thread count, the one model's floors each over their median."""
+    done = subprocess.run([sys.executable, "benchmarks/floor_spread.py", "--runs", "2", "--threads", "1,2", *TINY_RUN],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if re.match(r"\| \d+ \| [12] \|", line)]
+    assert [row.split("|")[1:3] for row in rows] == [[" 1 ", " 1 "], [" 1 ", " 2 "], [" 2 ", " 1 "], [" 2 ", " 2 "]]
+    assert all(float(row.split("|")[3]) > 0 for row in rows)
+    spreads = re.findall(r"(\d) thread\(s\): each floor / their median (\d\.\d+)–(\d\.\d+)", done.stdout)
+    assert [count for count, _, _ in spreads] == ["1", "2"]
+    assert all(float(low) <= 1.0 <= float(high) for _, low, high in spreads)
+    assert done.stdout.startswith("Produced by `python benchmarks/floor_spread.py --runs 2")
