@@ -8,7 +8,6 @@ What differs between these runs is the machine, not symprune: prune_speed.py's r
 from __future__ import annotations
 
 import argparse
-import gc
 import shlex
 import statistics
 import sys
@@ -16,7 +15,7 @@ import sys
 import torch
 from hydra import compose, initialize_config_dir
 
-from prune_speed import BASE_OVERRIDES, Usage, collector_paused, floor
+from prune_speed import BASE_OVERRIDES, floor, timed
 from symprune.config import CONFIG_DIR
 from symprune.run.plan import plan_run
 from symprune.run.runner import load_inputs, load_placed_model
@@ -41,11 +40,7 @@ def main() -> None:
     for run in range(args.runs):
         for count in counts:
             torch.set_num_threads(count)
-            gc.collect()
-            with collector_paused():
-                start = Usage.now()
-                floor(model, calibration, plan)
-                used = Usage.now().since(start)
+            used = timed(lambda: floor(model, calibration, plan), plan.device, memory=False).usage
             seconds[count].append(used["seconds"])
             print(f"| {run + 1} | {count} | {used['seconds']:.2f} | {used['cpu_seconds']:.2f} | "
                   f"{used['cpu_seconds'] / used['seconds']:.2f} | {used['minor_faults']} | "

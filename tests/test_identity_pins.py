@@ -12,10 +12,10 @@ choices, and before the driver's algorithm names became registration flags.
 import pytest
 from conftest import compose_run, threads
 
-from symprune.prune.driver import prune_model
 from symprune.run.identity import config_hash
 from symprune.run.plan import plan_run
-from symprune.run.runner import load_inputs, load_placed_model
+from symprune.run.runner import _prune, load_inputs, load_placed_model
+from symprune.timing import Timings
 
 SYNTHETIC = ("model=synthetic", "calibration=random", "eval=perplexity_random", "calibration.nsamples=4",
              "calibration.seqlen=32", "logger=none", "progress=false", "device=cpu")
@@ -54,9 +54,7 @@ def test_a_synthetic_runs_hash_and_masks_are_pinned(overrides):
     assert pinned_hash(plan) == expected_hash
     with threads(1):
         model = load_placed_model(plan)
-        report = prune_model(model, plan.method, load_inputs(plan).calibration,
-                             batch_size=plan.settings.calibration.batch_size, placement=plan.placement,
-                             progress=False, targets=plan.targets, allocation=plan.allocation)
+        report = _prune(plan, model, load_inputs(plan).calibration, Timings())  # as a run prunes
     assert report.masks.sha256() == expected_masks
     assert 0 < sum(int(mask.sum()) for mask in map(report.masks.mask, report.masks.shapes)) < sum(
         parameter.numel() for name, parameter in model.named_parameters() if "layers" in name)

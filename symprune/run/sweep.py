@@ -135,18 +135,18 @@ def experiment_sweep_dir(experiment: str) -> str:
     return str(_composed([f"experiment={experiment}"]).hydra.sweep.dir)
 
 
-def configured_path(name: str, config_dir: Path | None = None) -> str:
+def configured_path(name: str) -> str:
     """``paths.<name>`` as a run on this machine resolves it (conf/local/default.yaml included), e.g. where
     experiment sweeps write (``experiments``)."""
-    return str(_composed([], config_dir).paths[name])
+    return str(_composed([]).paths[name])
 
 
-def _composed(overrides: list[str], config_dir: Path | None = None) -> DictConfig:
+def _composed(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
 
     from symprune.config import CONFIG_DIR
 
-    with initialize_config_dir(config_dir=str(config_dir or CONFIG_DIR), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("config", overrides=overrides, return_hydra_config=True)
 
 
