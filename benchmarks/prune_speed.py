@@ -9,8 +9,11 @@
 Each measurement is repeated (--repeats, each method between two floors and divided by their mean,
 each repeat starting one method later than the one before). The report shows, per method and per
 driver phase (calibration_forward, allocation, scoring, propagation, the rest), the median, min and
-max over the repeats of its wall time / the floor's, and beside it the same for the process's CPU
-time (user + system, all threads), with its page faults. Memory comes from a first, untimed round
+max over the repeats of its time counted in its own plain block passes over the floor's count
+(pass_ratio: the floor and every method with statistics make the same propagation passes, so the
+speed the machine ran at during a measurement cancels out), its time per pass over the floor's, its
+wall time / the floors' around it, and the same for the process's CPU time (user + system, all
+threads), with its page faults. Memory comes from a first, untimed round
 (the evaluation, the floor and every method once, under the default malloc, each with the memory freed
 before handed back to the system; it also warms the process up): the peak resident memory (CPU) or
 the peak allocated GPU memory (CUDA) above what the process held when it started (the loaded dense
@@ -88,8 +91,10 @@ DEFAULT_METHODS = ["magnitude", "wanda", "ria", "general_sym", "sparsegpt", "dsn
 # the benchmark's defaults, before the command line's overrides; evaluation times the first perplexity set
 BASE_OVERRIDES = ["calibration.nsamples=16", "calibration.seqlen=512", "eval.perplexity.seqlen=1024",
                   "eval.perplexity.max_windows=8", "progress=false", "logger=none"]
-TARGET = re.compile(r"^(?P<phase>\w+)\.(?P<metric>ratio|seconds|peak_gib|own_peak_gib)<=(?P<limit>[0-9.]+|bound)$")
-TIME_METRICS = ("ratio", "seconds")
+TARGET = re.compile(r"^(?P<phase>\w+)\.(?P<metric>pass_ratio|ratio|seconds|peak_gib|own_peak_gib)"
+                    r"<=(?P<limit>[0-9.]+|bound)$")
+TIME_METRICS = ("pass_ratio", "ratio", "seconds")
+PASS_PHASE = "propagation"  # the plain block passes the floor and every method with statistics make: the same work
 MIN_REPEATS = 3  # a time target is judged on the median of at least this many repeats
 TARGETS_FILE = Path(__file__).with_name("targets.yaml")  # every profile's limits, the one place they are written
 STATISTIC_SIZES = {"sq_norm": "d_in", "mean_sum": "d_in", "var": "d_in", "out_sq_norm": "d_out", "hessian": "d_in2"}
@@ -257,10 +262,12 @@ class PhaseTimings(Timings):
     def __init__(self):
         super().__init__()
         self.usage: dict[str, dict[str, float]] = {}
+        self.calls: dict[str, int] = {}  # how often each phase was entered (PASS_PHASE: the passes made)
 
     @contextmanager
     def measure(self, phase: str):
         totals = self.usage.setdefault(phase, dict.fromkeys(PHASE_KEYS, 0))  # listed in the order phases start
+        self.calls[phase] = self.calls.get(phase, 0) + 1
         start = Usage.now(machine=False)
         try:
             with super().measure(phase):
@@ -302,6 +309,7 @@ class Measurement:
     memory: PeakMemory | None  # None: a timed repeat, whose memory the memory round measured
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
     unreachable: int = 0
+    passes: int = 0  # the plain block passes it made (its PASS_PHASE), timed one by one
 
     @property
     def seconds(self) -> float:
@@ -422,13 +430,17 @@ def measure(name: str, plan: Plan, method_plan: Plan | None, calibration, report
     model = load_placed_model(plan)
     timings = PhaseTimings()
     if method_plan is None:
-        return timed(lambda: floor(model, calibration, plan, timings), plan.device, timings, memory)
-    if plan.placement.offload_blocks and report is not None:
-        report.bounds[name] = memory_bound(model, plan, method_plan)
-    allocation = TimedEvidence(method_plan.allocation, timings)
-    return timed(lambda: prune_model(model, method_plan.method, calibration, batch_size=plan.settings.calibration.batch_size,
-                                     placement=method_plan.placement, progress=False, targets=method_plan.targets,
-                                     allocation=allocation, timings=timings), plan.device, timings, memory)
+        measurement = timed(lambda: floor(model, calibration, plan, timings), plan.device, timings, memory)
+    else:
+        if plan.placement.offload_blocks and report is not None:
+            report.bounds[name] = memory_bound(model, plan, method_plan)
+        allocation = TimedEvidence(method_plan.allocation, timings)
+        measurement = timed(lambda: prune_model(
+            model, method_plan.method, calibration, batch_size=plan.settings.calibration.batch_size,
+            placement=method_plan.placement, progress=False, targets=method_plan.targets, allocation=allocation,
+            timings=timings), plan.device, timings, memory)
+    measurement.passes = timings.calls.get(PASS_PHASE, 0)
+    return measurement
 
 
 def memory_round(names: list[str], plan: Plan, plans: dict[str, Plan], calibration, report: Report) -> None:
@@ -490,6 +502,15 @@ def evaluation_entry(dataset: str, windows: int, seqlen: int, ours: list[Measure
                  **ratio_fields(entry["cpu_seconds"], entry["bare_cpu_seconds"], "cpu_ratio"),
                  median_seconds=statistics.median(entry["seconds"]), peak_bytes=memory.peak, own_peak_bytes=memory.own)
     return entry
+
+
+def pass_seconds(entry: dict[str, Any]) -> list[float] | None:
+    """The seconds of one plain block pass (PASS_PHASE's time over its passes) in each of ``entry``'s
+    measurements; None where one made no passes (a method without statistics)."""
+    passes, used = entry.get("passes"), entry.get("driver_phases", {}).get(PASS_PHASE)
+    if not passes or used is None or not all(passes):
+        return None
+    return [seconds / count for seconds, count in zip(used["seconds"], passes)]
 
 
 def ratio_fields(values: list[float], denominators: list[float], name: str) -> dict[str, Any]:
@@ -560,6 +581,7 @@ class Report:
         for key in USAGE_KEYS:
             entry.setdefault(key, []).append(measurement.usage.get(key))
         entry.setdefault("unreachable", []).append(measurement.unreachable)
+        entry.setdefault("passes", []).append(measurement.passes)
         if floor is not None:
             entry.setdefault("floor_seconds", []).append(floor[0])
             entry.setdefault("floor_cpu_seconds", []).append(floor[1])
@@ -574,10 +596,14 @@ class Report:
                 lists[key].append(phases.get(name, {}).get(key, 0))
         if "other" in driver:
             driver["other"] = driver.pop("other")  # shown last
-        self.derive(phase)
+        for name in self.phases if phase == "floor" else [phase]:  # a floor moves every phase's pass ratio
+            if self.phases[name].get("seconds"):
+                self.derive(name)
 
     def derive(self, phase: str) -> None:
-        """``phase``'s ratios (and its driver phases') with their median, min and max, from its measurements."""
+        """``phase``'s ratios (and its driver phases') with their median, min and max, from its measurements:
+        wall and CPU time over the floors around each measurement, and (pass_ratio) each measurement's time
+        counted in its own plain block passes over the floors' median count."""
         entry = self.phases[phase]
         if "floor_seconds" in entry:
             walls, cpus = entry["floor_seconds"], entry["floor_cpu_seconds"]
@@ -591,6 +617,17 @@ class Report:
             used.update(**ratio_fields(used["seconds"], walls, "ratio"),
                         **ratio_fields(used["cpu_seconds"], cpus, "cpu_ratio"),
                         **ratio_fields(used["system_seconds"], cpus, "system_ratio"))
+        own_pass, floor_pass = pass_seconds(entry), pass_seconds(self.phases.get("floor", {}))
+        if own_pass and floor_pass:
+            floor_count = statistics.median(seconds / one for seconds, one in zip(self.phases["floor"]["seconds"],
+                                                                                  floor_pass))
+            counts, times = [floor_count] * len(own_pass), [statistics.median(floor_pass)] * len(own_pass)
+            entry.update(**ratio_fields([seconds / one for seconds, one in zip(entry["seconds"], own_pass)], counts,
+                                        "pass_ratio"),
+                         **ratio_fields(own_pass, times, "pass_time"))
+            for used in entry["driver_phases"].values():
+                used.update(**ratio_fields([seconds / one for seconds, one in zip(used["seconds"], own_pass)], counts,
+                                           "pass_ratio"))
 
     def add_memory(self, phase: str, measurement: Measurement) -> None:
         """``phase``'s memory, from its memory-round measurement (whose time and page faults the JSON keeps)."""
@@ -607,8 +644,10 @@ class Report:
         entry = self.evaluation if phase == "evaluation" else self.phases.get(phase)
         if entry is None or (metric in TIME_METRICS and not entry.get("seconds")):
             return None
-        if metric == "ratio":
-            return entry["ratio"], entry["ratio_min"], entry["ratio_max"]
+        if metric in ("ratio", "pass_ratio"):
+            if metric not in entry:  # no plain passes: a method without statistics, the evaluation
+                return None
+            return entry[metric], entry[metric + "_min"], entry[metric + "_max"]
         if metric == "seconds":
             return entry["median_seconds"], min(entry["seconds"]), max(entry["seconds"])
         if "peak_bytes" not in entry:
@@ -645,7 +684,8 @@ class Report:
 
     def limits(self, phase: str) -> str:
         """The targets on ``phase``, as the phase's table row shows them."""
-        units = {"ratio": "", "seconds": " s", "peak_gib": " GiB", "own_peak_gib": " GiB own"}
+        units = {"pass_ratio": " in passes", "ratio": "", "seconds": " s", "peak_gib": " GiB",
+                 "own_peak_gib": " GiB own"}
         shown = []
         for spec in self.target_specs:
             match = TARGET.match(spec)
@@ -679,30 +719,35 @@ class Report:
             f"{c['date']}, {c['machine']['cpu']}, {c['machine']['threads']} threads, device {c['device']}"
             f"{' (' + c['machine']['gpu'] + ')' if c['machine']['gpu'] else ''}; model {c['model']['label']} "
             f"({c['model']['dtype']}, placement {c['model']['placement']}); calibration {c['calibration']}; "
-            f"{c['repeats']} repeats, each method between two floors and divided by their mean: median (min–max) "
-            f"over the repeats, the floor's own row each floor over their median (the machine's drift); CPU time is "
-            f"the process's user + system time, all threads; targets judged on the median; memory from a round of "
+            f"{c['repeats']} repeats, median (min–max) over the repeats. In passes: each measurement's time "
+            f"counted in its own plain block passes (its propagation phase's time per pass) over the floors' median "
+            f"count; the pass time: its time per pass over the floors' median. Time and CPU time: each method over "
+            f"the mean of the two floors around it, each floor over their median (the machine's drift); CPU time is "
+            f"the process's user + system time, all threads. Targets judged on the median; memory from a round of "
             f"its own before the repeats, under the default malloc; in the timed repeats the malloc is "
             f"{c.get('allocator', 'not recorded')}.",
             "",
             *([] if self.complete else ["**Incomplete**: written before the last measurement finished.", ""]),
-            f"| phase | time / floor | CPU time / floor | CPU / wall | page faults minor / major | target | {memory} |",
-            "|---|---|---|---|---|---|---|",
+            f"| phase | in passes / floor | pass time / floor's | time / floor | CPU time / floor | CPU / wall | "
+            f"page faults minor / major | target | {memory} |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for phase, entry in self.phases.items():
             label = "floor (capture + 2 block passes)" if phase == "floor" else phase
-            timing = (f"{spread(entry, 'ratio')} | {spread(entry, 'cpu_ratio')} | {cpu_per_wall(entry)} | "
-                      f"{faults(entry)}" if entry.get("seconds") else "not timed | | |")
+            timing = (f"{spread(entry, 'pass_ratio')} | {spread(entry, 'pass_time')} | {spread(entry, 'ratio')} | "
+                      f"{spread(entry, 'cpu_ratio')} | {cpu_per_wall(entry)} | {faults(entry)}"
+                      if entry.get("seconds") else "not timed | | | | |")
             lines.append(f"| {label} | {timing} | {self.limits(phase)} | {peaks(entry)} |")
-        lines += [f"| {phase} | skipped: {why} | | | | | |" for phase, why in self.skipped.items()]
+        lines += [f"| {phase} | skipped: {why} | | | | | | | |" for phase, why in self.skipped.items()]
         if any(entry.get("driver_phases") for entry in self.phases.values()):
             lines += ["", "Per driver phase (symprune.timing.Timings), over the same floor: median (min–max).", "",
-                      "| phase | driver phase | time / floor | CPU time / floor | system time / floor | "
-                      "page faults minor / major |", "|---|---|---|---|---|---|"]
+                      "| phase | driver phase | in passes / floor | time / floor | CPU time / floor | "
+                      "system time / floor | page faults minor / major |", "|---|---|---|---|---|---|---|"]
             for phase, entry in self.phases.items():
                 for name, used in entry["driver_phases"].items():
-                    lines.append(f"| {phase} | {name.replace('.', ' › ')} | {spread(used, 'ratio')} | "
-                                 f"{spread(used, 'cpu_ratio')} | {used['system_ratio']:.3f} | {faults(used)} |")
+                    lines.append(f"| {phase} | {name.replace('.', ' › ')} | {spread(used, 'pass_ratio')} | "
+                                 f"{spread(used, 'ratio')} | {spread(used, 'cpu_ratio')} | "
+                                 f"{used['system_ratio']:.3f} | {faults(used)} |")
         if self.evaluation:
             e = self.evaluation
             lines += ["", f"| evaluation ({e['windows']} windows of {e['seqlen']}) | time / bare forward loop | "
@@ -755,7 +800,9 @@ def peaks(entry: dict[str, Any]) -> str:
 
 
 def spread(entry: dict[str, Any], name: str) -> str:
-    """``name``'s median (min–max), as the tables show a ratio."""
+    """``name``'s median (min–max), as the tables show a ratio ("–": not measured, e.g. no passes)."""
+    if name not in entry:
+        return "–"
     return f"{entry[name]:.3f} ({entry[name + '_min']:.3f}–{entry[name + '_max']:.3f})"
 
 
@@ -825,7 +872,8 @@ def main() -> None:
     parser.add_argument("--targets", metavar="PROFILE", help=f"check the targets of PROFILE in {TARGETS_FILE.name}")
     parser.add_argument("--readme", type=Path, help="rewrite the --targets profile's section of this README")
     parser.add_argument("--target", action="append", default=[], metavar="PHASE.METRIC<=LIMIT",
-                        help="e.g. wanda.ratio<=1.15, wanda.seconds<=60, wanda.peak_gib<=8, wanda.peak_gib<=bound")
+                        help="e.g. wanda.pass_ratio<=1.15, wanda.ratio<=1.15, wanda.seconds<=60, "
+                             "wanda.peak_gib<=8, wanda.peak_gib<=bound")
     parser.add_argument("--out", help="write the Markdown report here")
     parser.add_argument("--json", help="write the JSON report here")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the run config (model, calibration, device, ...)")
@@ -851,6 +899,12 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         plans = {name: plan_run(compose("config", overrides=[*BASE_OVERRIDES, *args.overrides, *METHODS[name]]))
                  for name in names}
+    matched = [(target, TARGET.match(target)) for target in targets]
+    passless = [target for target, match in matched if match["metric"] == "pass_ratio" and (
+        match["phase"] == "evaluation" or match["phase"] in plans and not plans[match["phase"]].method.required_stats)]
+    if passless:
+        parser.error(f"{', '.join(passless)}: pass_ratio counts a measurement in its own plain block passes, which "
+                     f"only a method with calibration statistics makes; judge these on ratio")
     # the floor runs the calibration pass, so the inputs come from a method that needs calibration
     plan = next((plan for plan in plans.values() if plan.needs_calibration), None)
     if plan is None:

@@ -39,6 +39,7 @@ from symprune.registry import Built
 from symprune.timing import Timings
 
 log = logging.getLogger("symprune")
+SAME_WIDTH_INTEGER = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}  # by bytes per element
 
 
 @dataclass
@@ -421,9 +422,17 @@ def _prune_block(matrices: dict[str, Matrix], prefix: str, index: int, method: P
                 raise PatternViolation(f"layer {full_name}: the final mask breaks the sparsity pattern: {problem}")
             if result.weight is not None:
                 weight.copy_(result.weight)
-            weight.masked_fill_(result.pruned, 0)
+            zero_pruned_(weight, result.pruned)
             zeros = weight == 0
             masks.add(full_name, zeros)
-            reports.append(LayerReport(full_name, index, tuple(weight.shape), int(zeros.sum()), weight.numel(),
-                                       layer_method.target_sparsity, {**result.info, **routing}))
+            reports.append(LayerReport(full_name, index, tuple(weight.shape), int(torch.count_nonzero(zeros)),
+                                       weight.numel(), layer_method.target_sparsity, {**result.info, **routing}))
     return reports
+
+
+def zero_pruned_(weight: torch.Tensor, pruned: torch.Tensor) -> None:
+    """``weight.masked_fill_(pruned, 0)`` bit for bit, without its branch per weight (mispredicted half the time
+    on a mask pruning half the weights at random: over 10 times slower on the CPU): each weight's bits AND-ed with
+    all ones (kept) or all zeros (pruned: +0.0)."""
+    bits = SAME_WIDTH_INTEGER[weight.element_size()]
+    weight.view(bits).bitwise_and_(pruned.to(bits).sub_(1))

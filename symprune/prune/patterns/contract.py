@@ -59,7 +59,7 @@ class Contract:
             return None
         if self.group == "row":
             k = int(columns * self.ratio)
-            counts = pruned.sum(dim=1)
+            counts = pruned.sum(dim=1, dtype=torch.int32)  # a bool sum counts in int64 by default: twice the bytes
             wrong = (counts != k).nonzero()
             if len(wrong):
                 row = int(wrong[0])

@@ -135,7 +135,7 @@ def symwanda(weight: torch.Tensor, stats: LayerStats, *, layer: str, **factors) 
     params = SymWandaParams(**factors)
     magnitude = torch.abs(weight)
     terms = [
-        term * scale
+        term if scale == 1 else term * scale
         for term, scale in (
             (_side(magnitude, weight, stats, params.input, INPUT_SIDE, params, layer), params.w_in),
             (_side(magnitude, weight, stats, params.output, OUTPUT_SIDE, params, layer), params.w_out),
