@@ -513,6 +513,11 @@ def pass_seconds(entry: dict[str, Any]) -> list[float] | None:
     return [seconds / count for seconds, count in zip(used["seconds"], passes)]
 
 
+def in_passes(seconds: list[float], pass_times: list[float]) -> list[float]:
+    """Each measurement's ``seconds`` counted in its own plain block passes (``pass_times``: pass_seconds)."""
+    return [value / one for value, one in zip(seconds, pass_times)]
+
+
 def ratio_fields(values: list[float], denominators: list[float], name: str) -> dict[str, Any]:
     """``values`` over ``denominators`` pairwise, as ``<name>s``, and their median, min and max."""
     ratios = [value / denominator if denominator else math.nan for value, denominator in zip(values, denominators)]
@@ -619,15 +624,12 @@ class Report:
                         **ratio_fields(used["system_seconds"], cpus, "system_ratio"))
         own_pass, floor_pass = pass_seconds(entry), pass_seconds(self.phases.get("floor", {}))
         if own_pass and floor_pass:
-            floor_count = statistics.median(seconds / one for seconds, one in zip(self.phases["floor"]["seconds"],
-                                                                                  floor_pass))
+            floor_count = statistics.median(in_passes(self.phases["floor"]["seconds"], floor_pass))
             counts, times = [floor_count] * len(own_pass), [statistics.median(floor_pass)] * len(own_pass)
-            entry.update(**ratio_fields([seconds / one for seconds, one in zip(entry["seconds"], own_pass)], counts,
-                                        "pass_ratio"),
+            entry.update(**ratio_fields(in_passes(entry["seconds"], own_pass), counts, "pass_ratio"),
                          **ratio_fields(own_pass, times, "pass_time"))
             for used in entry["driver_phases"].values():
-                used.update(**ratio_fields([seconds / one for seconds, one in zip(used["seconds"], own_pass)], counts,
-                                           "pass_ratio"))
+                used.update(**ratio_fields(in_passes(used["seconds"], own_pass), counts, "pass_ratio"))
 
     def add_memory(self, phase: str, measurement: Measurement) -> None:
         """``phase``'s memory, from its memory-round measurement (whose time and page faults the JSON keeps)."""
